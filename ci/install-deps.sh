@@ -1,0 +1,121 @@
+#!/usr/bin/env bash
+# Install the Debian packages the project needs on a fresh Debian 12 machine.
+#
+# QEMU 10 comes from bookworm-backports. The backports entry is derived at run
+# time from the machine's existing Debian source entry (deb822 or one-line
+# format), so no mirror host name is written into the repository.
+#
+# Usage: ci/install-deps.sh [host|kernel|guest|all]...   (default: all)
+set -euo pipefail
+
+say() { printf 'install-deps: %s\n' "$*" >&2; }
+die() { say "error: $*"; exit 1; }
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+
+BACKPORTS_LIST=/etc/apt/sources.list.d/vhost-user-gpu-backports.sources
+
+# Print the URI of the first main Debian archive entry (not security).
+debian_uri() {
+	local f uri
+	for f in /etc/apt/sources.list.d/*.sources; do
+		[ -e "$f" ] || continue
+		uri=$(awk '
+			BEGIN { RS=""; FS="\n" }
+			{
+				u=""; s=""
+				for (i = 1; i <= NF; i++) {
+					if ($i ~ /^URIs:/)   { u=$i; sub(/^URIs:[ \t]*/, "", u) }
+					if ($i ~ /^Suites:/) { s=$i }
+				}
+				if (u != "" && s ~ /[ \t]bookworm([ \t]|$)/) { split(u, a, " "); print a[1]; exit }
+			}' "$f")
+		if [ -n "$uri" ]; then echo "$uri"; return 0; fi
+	done
+	for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
+		[ -e "$f" ] || continue
+		uri=$(awk '$1 == "deb" && $0 !~ /security/ {
+				for (i = 2; i <= NF; i++) if ($i ~ /^[a-z]+:\/\//) { if ($(i+1) == "bookworm") { print $i; exit } }
+			}' "$f")
+		if [ -n "$uri" ]; then echo "$uri"; return 0; fi
+	done
+	return 1
+}
+
+ensure_backports() {
+	if apt-cache policy 2>/dev/null | grep -q 'bookworm-backports'; then
+		return 0
+	fi
+	local uri
+	uri=$(debian_uri) || die "no Debian bookworm source entry found to derive bookworm-backports from"
+	say "adding bookworm-backports from existing entry ($uri)"
+	$SUDO tee "$BACKPORTS_LIST" >/dev/null <<SRC
+Types: deb
+URIs: $uri
+Suites: bookworm-backports
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+SRC
+	$SUDO apt-get update -qq
+}
+
+# Install packages that are not installed yet. Extra apt-get arguments
+# (e.g. -t bookworm-backports) come before "--".
+install_missing() {
+	local opts=() pkgs=() missing=()
+	while [ $# -gt 0 ] && [ "$1" != "--" ]; do opts+=("$1"); shift; done
+	[ "${1:-}" = "--" ] && shift
+	pkgs=("$@")
+	local p
+	for p in "${pkgs[@]}"; do
+		dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+	done
+	[ ${#missing[@]} -eq 0 ] && return 0
+	say "apt-get install ${opts[*]} ${missing[*]}"
+	DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${opts[@]}" "${missing[@]}" ||
+		{ $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${opts[@]}" "${missing[@]}"; }
+}
+
+qemu_major() {
+	qemu-system-x86_64 --version 2>/dev/null | sed -n 's/^QEMU emulator version \([0-9]*\).*/\1/p'
+}
+
+install_host() {
+	ensure_backports
+	local major
+	major=$(qemu_major || true)
+	if [ -z "$major" ] || [ "$major" -lt 10 ]; then
+		install_missing -t bookworm-backports -- qemu-system-x86 qemu-system-gui qemu-utils
+		major=$(qemu_major)
+		[ "$major" -ge 10 ] || die "QEMU $major installed, need >= 10"
+	fi
+	install_missing -- qemu-system-gui ovmf
+	install_missing -- curl jq
+}
+
+install_kernel() {
+	install_missing -- linux-source-6.12 build-essential flex bison bc libelf-dev libssl-dev \
+		ccache cpio xz-utils kmod python3 perl
+}
+
+install_guest() {
+	install_missing -- busybox-static cpio gzip
+}
+
+main() {
+	local what=("$@")
+	[ ${#what[@]} -eq 0 ] && what=(all)
+	local w
+	for w in "${what[@]}"; do
+		case "$w" in
+		host) install_host ;;
+		kernel) install_kernel ;;
+		guest) install_guest ;;
+		all) install_host; install_kernel; install_guest ;;
+		*) die "unknown group '$w' (host, kernel, guest, all)" ;;
+		esac
+	done
+}
+
+main "$@"

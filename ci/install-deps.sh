@@ -73,7 +73,7 @@ install_missing() {
 	done
 	[ ${#missing[@]} -eq 0 ] && return 0
 	say "apt-get install ${opts[*]} ${missing[*]}"
-	DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${opts[@]}" "${missing[@]}" ||
+	DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq -o Dpkg::Use-Pty=0 --no-install-recommends "${opts[@]}" "${missing[@]}" ||
 		{ $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${opts[@]}" "${missing[@]}"; }
 }
 
@@ -104,6 +104,8 @@ install_guest() {
 }
 
 main() {
+	# Everything goes to stderr: callers print their own results on stdout.
+	exec 1>&2
 	local what=("$@")
 	[ ${#what[@]} -eq 0 ] && what=(all)
 	local w

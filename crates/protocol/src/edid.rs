@@ -1,0 +1,1 @@
+//! EDID generation (todo).

@@ -39,4 +39,5 @@ pub use command::{
     CursorPos, DecodeError, DecodeLimits, GpuCommand, MemEntry, Rect, COMMAND_NAMES,
     DEFAULT_MAX_BACKING_ENTRIES, UNKNOWN_COMMAND_NAME,
 };
+pub use edid::{generate_edid, EdidError};
 pub use response::{response_header, DisplayOne, EncodeError, ErrorCode, GpuResponse};

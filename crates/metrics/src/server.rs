@@ -178,7 +178,7 @@ pub fn serve_with(
                 source,
             })
         })?;
-    log::info!("metrics: serving Prometheus text format at {local}{METRICS_PATH}");
+    log::info!("metrics: serving Prometheus text format on {local}, path {METRICS_PATH}");
     Ok(MetricsServer {
         local,
         wake,

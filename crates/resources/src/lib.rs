@@ -1,1 +1,44 @@
-//! placeholder
+//! Resource, scanout, cursor and backing state of the vhost-user virtio-gpu
+//! device.
+//!
+//! This crate is the state tracker that never sees a queue: the daemon decodes
+//! a command, converts its little-endian fields and calls one method of
+//! [`GpuState`]. Everything a guest controls is validated here before any
+//! state changes or any pointer reaches the renderer.
+//!
+//! # Backing lifecycle
+//!
+//! Every resource moves through `NoBacking -> Attached(ranges) -> NoBacking ->
+//! Attached(ranges')` for as long as it lives:
+//!
+//! * [`GpuState::attach_backing`] validates every guest entry against guest
+//!   memory, coalesces adjacent entries into [`GuestRange`]s (the source of
+//!   truth) and, for 2D resources, derives host iovecs for the renderer.
+//! * [`GpuState::detach_backing`] drops the renderer's iovecs before it
+//!   returns; the host pixel copy of a 2D resource stays.
+//! * Any operation that would touch guest pages of a resource without backing
+//!   fails with an error for which [`ResourceError::is_refused_access`] is true
+//!   and touches no guest memory.
+//! * [`GpuState::refresh_memory`] re-derives every host pointer after the
+//!   guest memory table changed, and drops the backing of resources whose
+//!   ranges are no longer guest memory.
+//!
+//! # Storage
+//!
+//! 2D resources keep their pixels in rutabaga_gfx's 2D component. Guest blobs
+//! (`VIRTIO_GPU_BLOB_MEM_GUEST`) are kept outside rutabaga: their content lives
+//! in guest memory, so they hold only guest ranges and are read through
+//! vm-memory's bounds-checked accessors, never through cached host pointers.
+
+mod backing;
+mod error;
+mod proto;
+mod state;
+
+pub use backing::GuestRange;
+pub use error::ResourceError;
+pub use proto::{ErrorCode, MemEntry, Rect};
+pub use state::{
+    CursorImage, GpuState, GpuStateConfig, ResourceKind, ScanoutUpdate, CURSOR_HEIGHT,
+    CURSOR_WIDTH, MAX_RESOURCE_DIMENSION, MAX_SCANOUTS,
+};

@@ -41,3 +41,6 @@ pub use command::{
 };
 pub use edid::{generate_edid, EdidError};
 pub use response::{response_header, DisplayOne, EncodeError, ErrorCode, GpuResponse};
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,173 @@
+//! The end-to-end scenarios: which kernel, which device, which workload
+//! arguments, which verdict.
+
+use clap::ValueEnum;
+use serde::Serialize;
+
+/// Arguments of the memory-pressure workload shared by every scenario that
+/// runs it: 2D objects of 4 MiB totalling 1.5x guest RAM.
+const PRESSURE_ARGS: [&str; 6] = [
+    "--kind",
+    "2d",
+    "--total-ram-ratio",
+    "1.5",
+    "--object-mib",
+    "4",
+];
+
+/// One end-to-end scenario.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Scenario {
+    /// Boot, draw the console through the daemon, screendump it.
+    Smoke,
+    /// Patched kernel, daemon, 2D objects 1.5x RAM: evict and swap back in.
+    Evict,
+    /// As `evict`, every second object marked DONTNEED: purge.
+    Purge,
+    /// The evict workload without madvise on the unpatched kernel: record
+    /// the OOM kill or allocation failure.
+    Baseline,
+    /// The evict workload on QEMU's built-in virtio-gpu-pci (no daemon).
+    QemuBuiltin,
+    /// Guest blobs through vhost-user-device-pci, daemon `--blob`.
+    Blob,
+}
+
+/// Which guest kernel a scenario boots.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KernelKind {
+    /// The kernel with the shrinker series.
+    Patched,
+    /// The same kernel without the series.
+    Unpatched,
+}
+
+/// How the GPU is attached to the guest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Device {
+    /// `vhost-user-gpu-pci` talking to the daemon (with display).
+    VhostUserGpu,
+    /// `vhost-user-device-pci` (virtio-id 16) talking to the daemon with
+    /// `--blob`: the backend's features, including blobs, reach the guest.
+    VhostUserDevice,
+    /// QEMU's own `virtio-gpu-pci`.
+    Builtin,
+}
+
+impl Scenario {
+    /// Every scenario, in the order CI runs them.
+    pub const ALL: [Scenario; 6] = [
+        Scenario::Smoke,
+        Scenario::Evict,
+        Scenario::Purge,
+        Scenario::Baseline,
+        Scenario::QemuBuiltin,
+        Scenario::Blob,
+    ];
+
+    /// The name used on the command line, the kernel command line and in
+    /// reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Smoke => "smoke",
+            Self::Evict => "evict",
+            Self::Purge => "purge",
+            Self::Baseline => "baseline",
+            Self::QemuBuiltin => "qemu-builtin",
+            Self::Blob => "blob",
+        }
+    }
+
+    /// The kernel this scenario boots.
+    pub fn kernel(self) -> KernelKind {
+        match self {
+            Self::Baseline => KernelKind::Unpatched,
+            _ => KernelKind::Patched,
+        }
+    }
+
+    /// The GPU device model.
+    pub fn device(self) -> Device {
+        match self {
+            Self::QemuBuiltin => Device::Builtin,
+            Self::Blob => Device::VhostUserDevice,
+            _ => Device::VhostUserGpu,
+        }
+    }
+
+    /// `true` when the scenario needs the daemon.
+    pub fn needs_daemon(self) -> bool {
+        self.device() != Device::Builtin
+    }
+
+    /// Arguments for `vugpu-workload` (joined with commas into
+    /// `vugpu.args=` on the kernel command line).
+    pub fn workload_args(self) -> Vec<String> {
+        let mut args: Vec<&str> = match self {
+            Self::Smoke => return vec!["--smoke".to_owned()],
+            Self::Evict | Self::QemuBuiltin => PRESSURE_ARGS.to_vec(),
+            Self::Purge => [&PRESSURE_ARGS[..], &["--dontneed-every", "2"]].concat(),
+            Self::Baseline => [&PRESSURE_ARGS[..], &["--no-madvise"]].concat(),
+            Self::Blob => {
+                let mut a = PRESSURE_ARGS.to_vec();
+                a[1] = "blob";
+                a
+            }
+        };
+        args.splice(0..0, ["--scenario", self.name()]);
+        args.into_iter().map(str::to_owned).collect()
+    }
+
+    /// The kernel command line.
+    pub fn kernel_cmdline(self) -> String {
+        format!(
+            "console=ttyS0 panic=-1 vugpu.scenario={} vugpu.args={}",
+            self.name(),
+            self.workload_args().join(",")
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_workload_args_blob_uses_blob_kind() {
+        let args = Scenario::Blob.workload_args();
+
+        assert_eq!(
+            args,
+            [
+                "--scenario",
+                "blob",
+                "--kind",
+                "blob",
+                "--total-ram-ratio",
+                "1.5",
+                "--object-mib",
+                "4"
+            ]
+        );
+    }
+
+    #[test]
+    fn test_kernel_cmdline_purge_joins_args_with_commas() {
+        let line = Scenario::Purge.kernel_cmdline();
+
+        assert!(line.ends_with(
+            "vugpu.scenario=purge vugpu.args=--scenario,purge,--kind,2d,--total-ram-ratio,1.5,--object-mib,4,--dontneed-every,2"
+        ), "{line}");
+    }
+
+    #[test]
+    fn test_workload_args_have_no_separators() {
+        let all: Vec<String> = Scenario::ALL
+            .iter()
+            .flat_map(|s| s.workload_args())
+            .collect();
+
+        assert!(all.iter().all(|a| !a.contains([',', ' '])), "{all:?}");
+    }
+}

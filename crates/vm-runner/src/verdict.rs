@@ -1,0 +1,780 @@
+//! Scenario verdicts: pure functions from the collected evidence (guest
+//! status and report, host metrics, screendump) to pass/fail with reasons.
+//!
+//! Every check records a failure message naming the values it saw, so a
+//! failing run explains itself in `summary.json`. Harness-level failures
+//! (timeouts, crashes, daemon exit status) are added by the runner on top.
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::guest::{GuestStatus, Report};
+use crate::prom::Metrics;
+
+/// What a screendump showed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ScreenCheck {
+    /// Image width in pixels.
+    pub width: u32,
+    /// Image height in pixels.
+    pub height: u32,
+    /// Number of distinct colours seen (capped by the PPM reader).
+    pub distinct_colours: usize,
+}
+
+/// Inputs of a verdict.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Evidence<'a> {
+    /// The guest's `VUGPU-STATUS` line, if it wrote one.
+    pub status: Option<&'a GuestStatus>,
+    /// The guest's `VUGPU-RESULT` JSON, or why there is none.
+    pub report: Option<Result<&'a Value, &'a str>>,
+    /// The daemon's metrics, scraped before it was stopped.
+    pub metrics: Option<&'a Metrics>,
+    /// The screendump, or why it could not be taken.
+    pub screen: Option<Result<&'a ScreenCheck, &'a str>>,
+}
+
+/// Result class of a scenario.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    /// Every check held.
+    Pass,
+    /// A baseline whose expected failure mode was observed and recorded.
+    Recorded,
+    /// At least one check failed.
+    Fail,
+}
+
+/// A verdict with its reasons.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Verdict {
+    /// Pass, recorded or fail.
+    pub outcome: Outcome,
+    /// Why it failed (empty when it did not).
+    pub failures: Vec<String>,
+    /// Observations worth reporting that are not failures.
+    pub notes: Vec<String>,
+}
+
+impl Verdict {
+    /// `true` unless the outcome is [`Outcome::Fail`].
+    pub fn ok(&self) -> bool {
+        self.outcome != Outcome::Fail
+    }
+
+    /// Adds a failure found outside the verdict function (harness level).
+    pub fn fail(&mut self, reason: impl Into<String>) {
+        self.failures.push(reason.into());
+        self.outcome = Outcome::Fail;
+    }
+}
+
+/// Accumulates failures and notes.
+#[derive(Default)]
+struct Checks {
+    failures: Vec<String>,
+    notes: Vec<String>,
+}
+
+impl Checks {
+    fn require(&mut self, cond: bool, msg: impl FnOnce() -> String) {
+        if !cond {
+            self.failures.push(msg());
+        }
+    }
+
+    /// Unwraps an accessor result, recording its error as a failure.
+    fn take<T>(&mut self, value: Result<T, String>) -> Option<T> {
+        value.map_err(|e| self.failures.push(e)).ok()
+    }
+
+    fn note(&mut self, msg: String) {
+        self.notes.push(msg);
+    }
+
+    fn finish(self, success: Outcome) -> Verdict {
+        let outcome = if self.failures.is_empty() {
+            success
+        } else {
+            Outcome::Fail
+        };
+        Verdict {
+            outcome,
+            failures: self.failures,
+            notes: self.notes,
+        }
+    }
+
+    /// The guest must have reported `PASS`.
+    fn guest_passed(&mut self, ev: &Evidence<'_>) {
+        match ev.status {
+            None => self
+                .failures
+                .push("guest never reported VUGPU-STATUS".to_owned()),
+            Some(s) if !s.pass => self
+                .failures
+                .push(format!("guest reported FAIL: {}", s.reason)),
+            Some(_) => {}
+        }
+    }
+
+    /// The guest's report, or a failure saying why there is none.
+    fn report<'a>(&mut self, ev: &Evidence<'a>) -> Option<Report<'a>> {
+        match ev.report {
+            None => {
+                self.failures
+                    .push("guest wrote no VUGPU-RESULT line".to_owned());
+                None
+            }
+            Some(Err(e)) => {
+                self.failures.push(e.to_owned());
+                None
+            }
+            Some(Ok(v)) => Some(Report(v)),
+        }
+    }
+
+    fn metrics<'a>(&mut self, ev: &Evidence<'a>) -> Option<&'a Metrics> {
+        if ev.metrics.is_none() {
+            self.failures
+                .push("no daemon metrics were scraped".to_owned());
+        }
+        ev.metrics
+    }
+}
+
+/// Which workload variant a memory-pressure verdict expects.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PressureKind {
+    /// 2D resources (`--kind 2d`).
+    TwoD,
+    /// Guest blobs (`--kind blob`).
+    Blob,
+}
+
+/// `smoke`: the guest booted and drew its console through the daemon.
+pub fn smoke(ev: &Evidence<'_>) -> Verdict {
+    let mut c = Checks::default();
+    c.guest_passed(ev);
+    if let Some(m) = c.metrics(ev) {
+        for cmd in ["set_scanout", "resource_flush", "transfer_to_host_2d"] {
+            let n = m.command(cmd).unwrap_or(0.0);
+            c.require(n >= 1.0, || {
+                format!("daemon saw no {cmd} command (vugpu_commands_total{{cmd=\"{cmd}\"}} = {n})")
+            });
+        }
+        let refused = m.value("vugpu_refused_guest_accesses_total");
+        c.require(refused == Some(0.0), || {
+            format!("vugpu_refused_guest_accesses_total = {refused:?}, expected 0")
+        });
+    }
+    match ev.screen {
+        None => c.failures.push("no screendump was taken".to_owned()),
+        Some(Err(e)) => c.failures.push(format!("screendump failed: {e}")),
+        Some(Ok(s)) => {
+            c.require(s.distinct_colours > 1, || {
+                format!(
+                    "screendump {}x{} is uniformly one colour: nothing was drawn",
+                    s.width, s.height
+                )
+            });
+            c.note(format!(
+                "screendump {}x{} with {} distinct colours",
+                s.width, s.height, s.distinct_colours
+            ));
+        }
+    }
+    c.finish(Outcome::Pass)
+}
+
+/// `evict` (and `blob` with [`PressureKind::Blob`]): objects larger than
+/// guest RAM were evicted to swap and swapped back in intact, and the host
+/// saw exactly the DETACH/ATTACH traffic the guest sent.
+pub fn evict(ev: &Evidence<'_>, kind: PressureKind) -> Verdict {
+    let mut c = Checks::default();
+    c.guest_passed(ev);
+    if let Some(r) = c.report(ev) {
+        check_kind(&mut c, r, kind);
+        check_pressure_workload(&mut c, r);
+        check_shrinker_evicted(&mut c, r);
+        if let Some(m) = c.metrics(ev) {
+            check_host_matches_guest(&mut c, r, m);
+        }
+    }
+    c.finish(Outcome::Pass)
+}
+
+/// `qemu-builtin`: the evict workload on QEMU's built-in device (guest-side
+/// checks only; there is no daemon).
+pub fn qemu_builtin(ev: &Evidence<'_>) -> Verdict {
+    let mut c = Checks::default();
+    c.guest_passed(ev);
+    if let Some(r) = c.report(ev) {
+        check_kind(&mut c, r, PressureKind::TwoD);
+        check_pressure_workload(&mut c, r);
+        check_shrinker_evicted(&mut c, r);
+    }
+    c.finish(Outcome::Pass)
+}
+
+/// `purge`: objects marked DONTNEED were purged, reported as not retained,
+/// and the host saw their backing released.
+pub fn purge(ev: &Evidence<'_>) -> Verdict {
+    let mut c = Checks::default();
+    c.guest_passed(ev);
+    if let Some(r) = c.report(ev) {
+        check_pressure_workload(&mut c, r);
+        let dontneed = c.take(r.u64("madvise.dontneed"));
+        let purged = c.take(r.u64("madvise.purged"));
+        let retained = c.take(r.u64("madvise.retained"));
+        let shrinker_purged = c.take(r.u64("shrinker.purged_objects"));
+        if let (Some(d), Some(p), Some(k)) = (dontneed, purged, retained) {
+            c.require(d > 0, || "workload marked no object DONTNEED".to_owned());
+            c.require(p > 0, || {
+                format!("no DONTNEED object was purged ({d} marked, {k} retained)")
+            });
+            c.require(k.checked_add(p) == Some(d), || {
+                format!("madvise.retained {k} + madvise.purged {p} != madvise.dontneed {d}")
+            });
+        }
+        if let (Some(p), Some(sp)) = (purged, shrinker_purged) {
+            c.require(p == sp, || {
+                format!(
+                    "the kernel purged {sp} objects but the workload saw {p} reported not retained"
+                )
+            });
+        }
+        if let Some(m) = c.metrics(ev) {
+            check_host_matches_guest(&mut c, r, m);
+            if let (Some(sp), Some(host)) = (shrinker_purged, m.value("vugpu_detach_backing_total"))
+            {
+                c.require(host >= sp as f64, || {
+                    format!("host saw {host} DETACH_BACKING but the guest purged {sp} objects")
+                });
+            }
+        }
+    }
+    c.finish(Outcome::Pass)
+}
+
+/// `baseline`: the unpatched kernel cannot reclaim pinned objects, so the
+/// workload must end in an OOM kill or an allocation failure, and that must
+/// be reported (a hang or silence fails).
+pub fn baseline(ev: &Evidence<'_>) -> Verdict {
+    let mut c = Checks::default();
+    if ev.status.is_none() {
+        c.failures
+            .push("guest never reported VUGPU-STATUS (hung or crashed)".to_owned());
+    }
+    if let Some(r) = c.report(ev) {
+        if r.get("madvise_supported").and_then(Value::as_bool) == Some(true) {
+            c.failures.push(
+                "baseline kernel supports VIRTGPU_MADVISE: it is not the unpatched kernel"
+                    .to_owned(),
+            );
+        }
+        let oom = r.opt_u64("vmstat.oom_kill").unwrap_or(None).unwrap_or(0);
+        let signal = r.killed_by_signal();
+        let error = r.str("error");
+        if let Some(sig) = signal {
+            c.note(format!("workload killed by signal {sig} (oom_kill {oom})"));
+        } else if oom > 0 {
+            c.note(format!("guest OOM killer ran {oom} times"));
+        }
+        if let Some(e) = error {
+            c.note(format!("workload error: {e}"));
+        }
+        if let Ok(b) = r.u64("object_bytes_total") {
+            c.note(format!("objects created before the end: {b} bytes"));
+        }
+        c.require(signal.is_some() || oom > 0 || error.is_some(), || {
+            "unpatched kernel reported neither an OOM kill nor an allocation failure: \
+             memory pressure was not reached or not reported"
+                .to_owned()
+        });
+    }
+    c.finish(Outcome::Recorded)
+}
+
+fn check_kind(c: &mut Checks, r: Report<'_>, kind: PressureKind) {
+    let want = match kind {
+        PressureKind::TwoD => "2d",
+        PressureKind::Blob => "blob",
+    };
+    match r.str("kind") {
+        None => c.failures.push("missing field kind".to_owned()),
+        Some(k) => c.require(k == want, || {
+            format!("workload kind {k:?}, expected {want:?}")
+        }),
+    }
+}
+
+/// Checks shared by every memory-pressure scenario on the patched kernel.
+fn check_pressure_workload(c: &mut Checks, r: Report<'_>) {
+    if let Some(sig) = r.killed_by_signal() {
+        c.failures
+            .push(format!("workload was killed by signal {sig}"));
+    }
+    if let Some(e) = r.str("error") {
+        c.failures.push(format!("workload error: {e}"));
+    }
+    for f in r.failures() {
+        c.failures.push(format!("workload failure: {f}"));
+    }
+    if let Some(oom) = c.take(r.u64("vmstat.oom_kill")) {
+        c.require(oom == 0, || format!("guest OOM killer ran {oom} times"));
+    }
+    if let Some(bad) = c.take(r.u64("mismatched_bytes")) {
+        c.require(bad == 0, || {
+            format!("{bad} bytes read back differ from what was written")
+        });
+    }
+    let ram = c.take(r.u64("ram_bytes"));
+    let objects = c.take(r.u64("objects"));
+    let total = c.take(r.u64("object_bytes_total"));
+    let verified = c.take(r.u64("verified_bytes"));
+    let purged = r.opt_u64("madvise.purged").unwrap_or(None).unwrap_or(0);
+    if let (Some(ram), Some(total)) = (ram, total) {
+        c.require(total > ram, || {
+            format!("objects total {total} bytes do not exceed guest RAM {ram} bytes: no memory pressure")
+        });
+    }
+    let each = c.take(r.u64("object_bytes"));
+    if let (Some(n), Some(total), Some(each)) = (objects, total, each) {
+        c.require(n.checked_mul(each) == Some(total), || {
+            format!("object_bytes_total {total} != {n} objects x {each} bytes")
+        });
+    }
+    if let (Some(n), Some(each), Some(verified)) = (objects, each, verified) {
+        let retained = n - purged.min(n);
+        let expected = retained.saturating_mul(each);
+        c.require(verified == expected, || {
+            format!(
+                "verified {verified} bytes, expected {expected} ({retained} retained objects of {each} bytes)"
+            )
+        });
+    }
+}
+
+/// The patched kernel's shrinker must have evicted and swapped back in.
+fn check_shrinker_evicted(c: &mut Checks, r: Report<'_>) {
+    if r.get("shrinker").is_none() {
+        c.failures.push(
+            "missing field shrinker: no shrinker counters (unpatched kernel or debugfs missing)"
+                .to_owned(),
+        );
+        return;
+    }
+    if let Some(n) = c.take(r.u64("shrinker.evicted_objects")) {
+        c.require(n > 0, || "shrinker evicted no object".to_owned());
+    }
+    if let Some(n) = c.take(r.u64("shrinker.swapped_in_objects")) {
+        c.require(n > 0, || "no evicted object was swapped back in".to_owned());
+    }
+}
+
+/// Host DETACH/ATTACH counts must match what the guest says it sent, and
+/// the host must never have refused a guest-memory access.
+///
+/// DETACH must match exactly. ATTACH may exceed the guest's count by at most
+/// the number of resources the workload did not create itself (the console
+/// framebuffer and cursor attach their backing before the workload starts,
+/// outside its counter delta); any other difference fails.
+fn check_host_matches_guest(c: &mut Checks, r: Report<'_>, m: &Metrics) {
+    let refused = m.value("vugpu_refused_guest_accesses_total");
+    c.require(refused == Some(0.0), || {
+        format!("vugpu_refused_guest_accesses_total = {refused:?}, expected 0")
+    });
+    let host_detach = m.value("vugpu_detach_backing_total");
+    let host_attach = m.value("vugpu_attach_backing_total");
+    let guest_detach = c.take(r.u64("shrinker.detach_backing_cmds"));
+    let guest_attach = c.take(r.u64("shrinker.attach_backing_cmds"));
+    match (host_detach, guest_detach) {
+        (None, _) => c
+            .failures
+            .push("metric vugpu_detach_backing_total missing".to_owned()),
+        (Some(h), Some(g)) => c.require(h == g as f64, || {
+            format!("host counted {h} DETACH_BACKING, guest sent {g}")
+        }),
+        _ => {}
+    }
+    match (host_attach, guest_attach) {
+        (None, _) => c
+            .failures
+            .push("metric vugpu_attach_backing_total missing".to_owned()),
+        (Some(h), Some(g)) => {
+            let created = m.value("vugpu_resources_created_total").unwrap_or(0.0);
+            let objects = r.u64("objects").unwrap_or(0) as f64;
+            let outside = (created - objects).max(0.0);
+            let extra = h - g as f64;
+            c.require((0.0..=outside).contains(&extra), || {
+                format!(
+                    "host counted {h} ATTACH_BACKING, guest sent {g}: difference {extra} is \
+                     outside [0, {outside}] (resources not created by the workload)"
+                )
+            });
+            if extra > 0.0 {
+                c.note(format!(
+                    "host ATTACH {h} = guest {g} + {extra} attaches of resources created before the workload"
+                ));
+            }
+        }
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    const MIB: u64 = 1 << 20;
+
+    fn pass() -> GuestStatus {
+        GuestStatus {
+            pass: true,
+            reason: "ok".to_owned(),
+        }
+    }
+
+    /// A report of a successful evict run: 96 objects of 4 MiB in 256 MiB.
+    fn evict_report() -> Value {
+        json!({
+            "tool": "vugpu-workload", "scenario": "evict", "kind": "2d",
+            "madvise_supported": true, "ram_bytes": 256 * MIB,
+            "objects": 96, "object_bytes": 4 * MIB, "object_bytes_total": 384 * MIB,
+            "verified_bytes": 384 * MIB, "mismatched_bytes": 0,
+            "shrinker": {
+                "evicted_objects": 50, "evicted_bytes": 200 * MIB,
+                "purged_objects": 0, "purged_bytes": 0,
+                "swapped_in_objects": 50, "swapped_in_bytes": 200 * MIB,
+                "detach_backing_cmds": 50, "attach_backing_cmds": 146
+            },
+            "vmstat": {"pswpin": 51200, "pswpout": 51200, "oom_kill": 0},
+            "madvise": {"dontneed": 0, "purged": 0, "retained": 0},
+            "failures": [], "error": null, "result": "pass"
+        })
+    }
+
+    fn host_metrics(detach: u64, attach: u64, created: u64) -> Metrics {
+        let text = format!(
+            "vugpu_detach_backing_total {detach}\nvugpu_attach_backing_total {attach}\n\
+             vugpu_resources_created_total {created}\nvugpu_refused_guest_accesses_total 0\n\
+             vugpu_commands_total{{cmd=\"set_scanout\"}} 1\n\
+             vugpu_commands_total{{cmd=\"resource_flush\"}} 9\n\
+             vugpu_commands_total{{cmd=\"transfer_to_host_2d\"}} 9\n"
+        );
+        Metrics::parse(&text).expect("valid metrics")
+    }
+
+    fn evidence<'a>(s: &'a GuestStatus, r: &'a Value, m: &'a Metrics) -> Evidence<'a> {
+        Evidence {
+            status: Some(s),
+            report: Some(Ok(r)),
+            metrics: Some(m),
+            screen: None,
+        }
+    }
+
+    #[test]
+    fn test_evict_consistent_run_passes() {
+        let (s, r, m) = (pass(), evict_report(), host_metrics(50, 147, 97));
+
+        let v = evict(&evidence(&s, &r, &m), PressureKind::TwoD);
+
+        assert_eq!(v.outcome, Outcome::Pass, "{:?}", v.failures);
+    }
+
+    #[test]
+    fn test_evict_host_detach_mismatch_fails() {
+        let (s, r, m) = (pass(), evict_report(), host_metrics(49, 146, 96));
+
+        let v = evict(&evidence(&s, &r, &m), PressureKind::TwoD);
+
+        assert_eq!(v.outcome, Outcome::Fail);
+        assert!(v.failures[0].contains("DETACH_BACKING"), "{:?}", v.failures);
+    }
+
+    #[test]
+    fn test_evict_host_attach_excess_beyond_preexisting_fails() {
+        // 96 workload objects, 97 resources: at most 1 extra ATTACH allowed.
+        let (s, r, m) = (pass(), evict_report(), host_metrics(50, 149, 97));
+
+        let v = evict(&evidence(&s, &r, &m), PressureKind::TwoD);
+
+        assert_eq!(v.outcome, Outcome::Fail);
+    }
+
+    #[test]
+    fn test_evict_nothing_evicted_fails() {
+        let (s, mut r, m) = (pass(), evict_report(), host_metrics(0, 96, 96));
+        r["shrinker"]["evicted_objects"] = json!(0);
+        r["shrinker"]["detach_backing_cmds"] = json!(0);
+        r["shrinker"]["attach_backing_cmds"] = json!(96);
+
+        let v = evict(&evidence(&s, &r, &m), PressureKind::TwoD);
+
+        assert_eq!(v.failures, vec!["shrinker evicted no object".to_owned()]);
+    }
+
+    #[test]
+    fn test_evict_missing_shrinker_field_fails_with_name() {
+        let (s, mut r, m) = (pass(), evict_report(), host_metrics(50, 146, 96));
+        r["shrinker"]
+            .as_object_mut()
+            .expect("object")
+            .remove("swapped_in_objects");
+
+        let v = evict(&evidence(&s, &r, &m), PressureKind::TwoD);
+
+        assert!(v
+            .failures
+            .contains(&"missing field shrinker.swapped_in_objects".to_owned()));
+    }
+
+    #[test]
+    fn test_evict_mismatched_bytes_fails() {
+        let (s, mut r, m) = (pass(), evict_report(), host_metrics(50, 146, 96));
+        r["mismatched_bytes"] = json!(4096);
+
+        let v = evict(&evidence(&s, &r, &m), PressureKind::TwoD);
+
+        assert_eq!(v.outcome, Outcome::Fail);
+    }
+
+    #[test]
+    fn test_evict_refused_access_fails() {
+        let (s, r) = (pass(), evict_report());
+        let m = Metrics::parse(
+            "vugpu_detach_backing_total 50\nvugpu_attach_backing_total 146\n\
+             vugpu_refused_guest_accesses_total 3\n",
+        )
+        .expect("valid");
+
+        let v = evict(&evidence(&s, &r, &m), PressureKind::TwoD);
+
+        assert_eq!(v.failures.len(), 1, "{:?}", v.failures);
+    }
+
+    #[test]
+    fn test_evict_objects_below_ram_fails() {
+        let (s, mut r, m) = (pass(), evict_report(), host_metrics(50, 146, 96));
+        r["ram_bytes"] = json!(1024 * MIB);
+
+        let v = evict(&evidence(&s, &r, &m), PressureKind::TwoD);
+
+        assert_eq!(v.outcome, Outcome::Fail);
+    }
+
+    #[test]
+    fn test_evict_guest_fail_status_fails() {
+        let (r, m) = (evict_report(), host_metrics(50, 146, 96));
+        let s = GuestStatus {
+            pass: false,
+            reason: "verify".to_owned(),
+        };
+
+        let v = evict(&evidence(&s, &r, &m), PressureKind::TwoD);
+
+        assert_eq!(v.failures, vec!["guest reported FAIL: verify".to_owned()]);
+    }
+
+    #[test]
+    fn test_blob_with_2d_report_fails() {
+        let (s, r, m) = (pass(), evict_report(), host_metrics(50, 146, 96));
+
+        let v = evict(&evidence(&s, &r, &m), PressureKind::Blob);
+
+        assert_eq!(v.outcome, Outcome::Fail);
+    }
+
+    #[test]
+    fn test_qemu_builtin_without_metrics_passes() {
+        let (s, r) = (pass(), evict_report());
+        let ev = Evidence {
+            status: Some(&s),
+            report: Some(Ok(&r)),
+            ..Evidence::default()
+        };
+
+        let v = qemu_builtin(&ev);
+
+        assert_eq!(v.outcome, Outcome::Pass, "{:?}", v.failures);
+    }
+
+    #[test]
+    fn test_qemu_builtin_oom_kill_fails() {
+        let (s, mut r) = (pass(), evict_report());
+        r["vmstat"]["oom_kill"] = json!(1);
+        let ev = Evidence {
+            status: Some(&s),
+            report: Some(Ok(&r)),
+            ..Evidence::default()
+        };
+
+        let v = qemu_builtin(&ev);
+
+        assert_eq!(v.failures, vec!["guest OOM killer ran 1 times".to_owned()]);
+    }
+
+    fn purge_report() -> Value {
+        let mut r = evict_report();
+        r["scenario"] = json!("purge");
+        r["madvise"] = json!({"dontneed": 48, "purged": 20, "retained": 28});
+        r["shrinker"]["purged_objects"] = json!(20);
+        r["shrinker"]["detach_backing_cmds"] = json!(70);
+        r["verified_bytes"] = json!(76 * 4 * MIB);
+        r
+    }
+
+    #[test]
+    fn test_purge_consistent_run_passes() {
+        let (s, r, m) = (pass(), purge_report(), host_metrics(70, 146, 96));
+
+        let v = purge(&evidence(&s, &r, &m));
+
+        assert_eq!(v.outcome, Outcome::Pass, "{:?}", v.failures);
+    }
+
+    #[test]
+    fn test_purge_counts_do_not_add_up_fails() {
+        let (s, mut r, m) = (pass(), purge_report(), host_metrics(70, 146, 96));
+        r["madvise"]["retained"] = json!(29);
+
+        let v = purge(&evidence(&s, &r, &m));
+
+        assert_eq!(v.failures.len(), 1, "{:?}", v.failures);
+    }
+
+    #[test]
+    fn test_purge_nothing_purged_fails() {
+        let (s, mut r, m) = (pass(), purge_report(), host_metrics(70, 146, 96));
+        r["madvise"] = json!({"dontneed": 48, "purged": 0, "retained": 48});
+        r["shrinker"]["purged_objects"] = json!(0);
+        r["verified_bytes"] = json!(384 * MIB);
+
+        let v = purge(&evidence(&s, &r, &m));
+
+        assert_eq!(v.outcome, Outcome::Fail);
+    }
+
+    #[test]
+    fn test_purge_verified_includes_purged_objects_fails() {
+        let (s, mut r, m) = (pass(), purge_report(), host_metrics(70, 146, 96));
+        r["verified_bytes"] = json!(384 * MIB);
+
+        let v = purge(&evidence(&s, &r, &m));
+
+        assert_eq!(v.outcome, Outcome::Fail);
+    }
+
+    #[test]
+    fn test_baseline_oom_kill_is_recorded() {
+        let s = GuestStatus {
+            pass: false,
+            reason: "workload killed by signal 9".to_owned(),
+        };
+        let r =
+            json!({"killed_by_signal": 9, "vmstat": {"oom_kill": 1}, "madvise_supported": false});
+        let ev = Evidence {
+            status: Some(&s),
+            report: Some(Ok(&r)),
+            ..Evidence::default()
+        };
+
+        let v = baseline(&ev);
+
+        assert_eq!(v.outcome, Outcome::Recorded, "{:?}", v.failures);
+    }
+
+    #[test]
+    fn test_baseline_silent_guest_fails() {
+        let v = baseline(&Evidence::default());
+
+        assert_eq!(v.outcome, Outcome::Fail);
+    }
+
+    #[test]
+    fn test_baseline_workload_survived_fails() {
+        let (s, mut r) = (pass(), evict_report());
+        r["madvise_supported"] = json!(false);
+        let ev = Evidence {
+            status: Some(&s),
+            report: Some(Ok(&r)),
+            ..Evidence::default()
+        };
+
+        let v = baseline(&ev);
+
+        assert_eq!(v.outcome, Outcome::Fail);
+    }
+
+    #[test]
+    fn test_smoke_drawn_console_passes() {
+        let s = pass();
+        let m = host_metrics(0, 1, 1);
+        let screen = ScreenCheck {
+            width: 1280,
+            height: 800,
+            distinct_colours: 7,
+        };
+        let ev = Evidence {
+            status: Some(&s),
+            metrics: Some(&m),
+            screen: Some(Ok(&screen)),
+            ..Evidence::default()
+        };
+
+        let v = smoke(&ev);
+
+        assert_eq!(v.outcome, Outcome::Pass, "{:?}", v.failures);
+    }
+
+    #[test]
+    fn test_smoke_uniform_screen_fails() {
+        let s = pass();
+        let m = host_metrics(0, 1, 1);
+        let screen = ScreenCheck {
+            width: 1280,
+            height: 800,
+            distinct_colours: 1,
+        };
+        let ev = Evidence {
+            status: Some(&s),
+            metrics: Some(&m),
+            screen: Some(Ok(&screen)),
+            ..Evidence::default()
+        };
+
+        let v = smoke(&ev);
+
+        assert_eq!(v.outcome, Outcome::Fail);
+    }
+
+    #[test]
+    fn test_smoke_no_flush_fails() {
+        let s = pass();
+        let m = Metrics::parse(
+            "vugpu_commands_total{cmd=\"set_scanout\"} 1\nvugpu_refused_guest_accesses_total 0\n",
+        )
+        .expect("valid");
+        let screen = ScreenCheck {
+            width: 8,
+            height: 8,
+            distinct_colours: 2,
+        };
+        let ev = Evidence {
+            status: Some(&s),
+            metrics: Some(&m),
+            screen: Some(Ok(&screen)),
+            ..Evidence::default()
+        };
+
+        let v = smoke(&ev);
+
+        assert_eq!(v.failures.len(), 2, "{:?}", v.failures);
+    }
+}

@@ -1,0 +1,104 @@
+//! `vugpu-workload`: the in-guest workload of the end-to-end tests.
+//!
+//! It runs inside a guest booted from the project's initramfs (`/init` from
+//! `ci/guest/init`), talks to `/dev/dri/card0` through the DRM and virtio-gpu
+//! ioctls ([`drm`]) and checks that buffer objects survive memory pressure:
+//!
+//! 1. **create + fill**: create `N` objects (2D resources, or guest blobs with
+//!    `--kind blob`) totalling more than RAM (default 1.5 x `MemTotal`). Each
+//!    one is mapped, filled with content derived from (seed, object index,
+//!    offset) ([`pattern`]), sent to the device (`TRANSFER_TO_HOST` + `WAIT`
+//!    for 2D), unmapped, and every Kth is marked `MADVISE DONTNEED`.
+//! 2. **pressure**: optionally allocate and touch `--pressure-mib` of
+//!    anonymous memory.
+//! 3. **reuse + verify**: `MADVISE WILLNEED` the purgeable objects (purged ones
+//!    are counted and skipped), map every retained object, check every byte,
+//!    unmap, and send it to the device again (this makes a patched guest
+//!    re-attach evicted backing).
+//!
+//! On an unpatched kernel the objects are pinned, so the run ends in an
+//! allocation failure (`ENOMEM` from `RESOURCE_CREATE`, reported) or in the OOM
+//! killer (reported by `/init`). `--smoke` only opens the card, queries
+//! parameters and runs one 64 KiB object through create/map/fill/transfer/
+//! verify (plus DONTNEED/WILLNEED where MADVISE exists).
+//!
+//! # Output
+//!
+//! Progress goes to stderr. The result is ONE line on stdout:
+//! `VUGPU-RESULT {json}`; exit status 0 when `result` is `pass`, 1 otherwise
+//! (the line is printed in both cases), 2 for command-line errors (clap).
+//!
+//! # Report schema (`VUGPU-RESULT` JSON)
+//!
+//! | field | type | meaning |
+//! |---|---|---|
+//! | `tool` | string | `"vugpu-workload"` (`/init` writes `"init"` for its own reports) |
+//! | `tool_version` | string | crate version |
+//! | `scenario` | string | `--scenario` |
+//! | `kind` | string | `"2d"` or `"blob"` |
+//! | `smoke` | bool | `--smoke` run |
+//! | `kernel` | string | `uname -r` |
+//! | `driver` | string/null | DRM driver name and version, e.g. `"virtio_gpu 0.1.0"` |
+//! | `params` | object | `virgl_3d`, `resource_blob`, `host_visible`, `context_init`: bool or null (GETPARAM) |
+//! | `madvise_supported` | bool | kernel has `DRM_IOCTL_VIRTGPU_MADVISE` (probed with handle 0: `ENOENT` = present, `EINVAL`/`ENOTTY` = absent) |
+//! | `madvise_used` | bool | the run marked objects DONTNEED (false with `--no-madvise`) |
+//! | `ram_bytes` | u64 | `MemTotal` |
+//! | `mem_available_bytes` | u64 | `MemAvailable` at start |
+//! | `swap_total_bytes` | u64 | `SwapTotal` |
+//! | `seed` | u64 | pattern seed |
+//! | `object_bytes` | u64 | bytes per object |
+//! | `objects_planned` | u64 | objects the run meant to create |
+//! | `objects` | u64 | objects created |
+//! | `object_bytes_total` | u64 | bytes of the created objects |
+//! | `dontneed_every` | u64 | every Kth object was marked DONTNEED (0 = none) |
+//! | `pressure_bytes` | u64 | anonymous bytes allocated and touched |
+//! | `phases_ms` | object | `create`, `fill`, `pressure`, `reuse_verify`: wall ms (create and fill are interleaved per object and summed separately) |
+//! | `transfers` | u64 | `TRANSFER_TO_HOST` ioctls issued (2 per retained 2D object) |
+//! | `shrinker` | object/null | delta over the run of every counter in `/sys/kernel/debug/dri/0/virtio-gpu-shrinker`; null if the file does not exist |
+//! | `vmstat` | object | delta of `pswpin`, `pswpout`, `oom_kill` from `/proc/vmstat` |
+//! | `madvise` | object | `dontneed` (marked), `purged` (WILLNEED returned retained=0), `retained` |
+//! | `verified_bytes` | u64 | bytes compared in the reuse phase |
+//! | `mismatched_bytes` | u64 | bytes that differed |
+//! | `mismatched_objects` | u64 | objects with at least one differing byte |
+//! | `failures` | [string] | per-object failures (first offsets, found/expected word), at most 16 |
+//! | `failures_dropped` | u64 | failures beyond the cap |
+//! | `error` | string/null | the error that ended or failed the run, with its cause chain |
+//! | `result` | string | `"pass"` or `"fail"` |
+//!
+//! Throughput: `object_bytes_total / phases_ms.fill` and
+//! `verified_bytes / phases_ms.reuse_verify`.
+//!
+//! When the workload is killed by a signal (OOM killer), `/init` writes the
+//! report itself: `{"tool":"init","scenario":..,"kernel":..,"killed_by_signal":
+//! N,"exit_status":128+N,"vmstat":{pswpin,pswpout,oom_kill deltas},"shrinker":
+//! {..}|null,"error":..,"result":"fail"}`.
+//!
+//! # Guest boot contract (shared with `crates/vm-runner`)
+//!
+//! Kernel command line: `vugpu.scenario=<name>` and optionally
+//! `vugpu.args=<comma-separated extra workload args>` (commas become spaces,
+//! appended after the scenario's defaults; the last value of a repeated option
+//! wins). Scenarios known to `/init`:
+//!
+//! | scenario | workload arguments |
+//! |---|---|
+//! | `smoke` | `--smoke` |
+//! | `evict` | (defaults: 2D, 1.5 x RAM, 4 MiB objects, DONTNEED every 4th) |
+//! | `evict-blob` | `--kind blob` |
+//! | `baseline` | `--no-madvise` (expected to fail on an unpatched kernel: ENOMEM or OOM kill) |
+//! | `custom` | only `vugpu.args` |
+//!
+//! `/dev/vda`, if present, becomes swap. Serial: `ttyS0` is the console;
+//! `ttyS1` is the result port and receives exactly one `VUGPU-RESULT {json}`
+//! line followed by one final `VUGPU-STATUS PASS` or `VUGPU-STATUS FAIL
+//! <reason>` line (both also echoed to the console). Then the guest powers off.
+
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
+pub mod args;
+pub mod drm;
+pub mod error;
+pub mod pattern;
+pub mod report;
+pub mod run;
+pub mod sysinfo;

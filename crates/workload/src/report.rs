@@ -1,0 +1,176 @@
+//! The machine-readable run report (schema documented in the crate docs).
+
+use serde::Serialize;
+
+use crate::sysinfo::Counters;
+
+/// Prefix of the report line on stdout.
+pub const RESULT_PREFIX: &str = "VUGPU-RESULT ";
+/// Maximum number of entries in [`Report::failures`].
+pub const MAX_FAILURES: usize = 16;
+
+/// Milliseconds spent per phase.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct PhasesMs {
+    /// Sum of the RESOURCE_CREATE(_BLOB) ioctls.
+    pub create: u64,
+    /// Sum of map + fill + transfer + wait + unmap (+ MADVISE DONTNEED).
+    pub fill: u64,
+    /// Anonymous pressure allocation and touch.
+    pub pressure: u64,
+    /// MADVISE WILLNEED + map + verify + unmap + transfer + wait of every object.
+    pub reuse_verify: u64,
+}
+
+/// MADVISE outcome counters.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct MadviseStats {
+    /// Objects marked DONTNEED.
+    pub dontneed: u64,
+    /// DONTNEED objects found purged (`retained == 0`) at WILLNEED.
+    pub purged: u64,
+    /// DONTNEED objects still retained at WILLNEED.
+    pub retained: u64,
+}
+
+/// Device parameters from `DRM_IOCTL_VIRTGPU_GETPARAM` (`null` if the query failed).
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct DeviceParams {
+    /// `VIRTGPU_PARAM_3D_FEATURES`.
+    pub virgl_3d: Option<bool>,
+    /// `VIRTGPU_PARAM_RESOURCE_BLOB`.
+    pub resource_blob: Option<bool>,
+    /// `VIRTGPU_PARAM_HOST_VISIBLE`.
+    pub host_visible: Option<bool>,
+    /// `VIRTGPU_PARAM_CONTEXT_INIT`.
+    pub context_init: Option<bool>,
+}
+
+/// One run's report, printed as a single JSON line.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Report {
+    /// Always `vugpu-workload`.
+    pub tool: &'static str,
+    /// Tool version.
+    pub tool_version: &'static str,
+    /// Scenario name from `--scenario`.
+    pub scenario: String,
+    /// `2d` or `blob`.
+    pub kind: &'static str,
+    /// `--smoke` run.
+    pub smoke: bool,
+    /// `uname -r`.
+    pub kernel: String,
+    /// DRM driver name and version (`virtio_gpu 0.1.0`), if the card opened.
+    pub driver: Option<String>,
+    /// Device parameters.
+    pub params: DeviceParams,
+    /// Whether the kernel has `DRM_IOCTL_VIRTGPU_MADVISE` (probed).
+    pub madvise_supported: bool,
+    /// Whether this run called MADVISE on objects.
+    pub madvise_used: bool,
+    /// `MemTotal` in bytes.
+    pub ram_bytes: u64,
+    /// `MemAvailable` at start, in bytes.
+    pub mem_available_bytes: u64,
+    /// `SwapTotal` in bytes.
+    pub swap_total_bytes: u64,
+    /// Pattern seed.
+    pub seed: u64,
+    /// Bytes per object.
+    pub object_bytes: u64,
+    /// Objects the run intended to create.
+    pub objects_planned: u64,
+    /// Objects actually created.
+    pub objects: u64,
+    /// Bytes of all created objects.
+    pub object_bytes_total: u64,
+    /// `--dontneed-every`.
+    pub dontneed_every: u64,
+    /// Anonymous pressure bytes allocated and touched.
+    pub pressure_bytes: u64,
+    /// Per-phase wall time.
+    pub phases_ms: PhasesMs,
+    /// TRANSFER_TO_HOST ioctls issued.
+    pub transfers: u64,
+    /// Delta of every counter in the shrinker debugfs file, `null` if absent.
+    pub shrinker: Option<Counters>,
+    /// Delta of `pswpin`, `pswpout`, `oom_kill` from `/proc/vmstat`.
+    pub vmstat: Counters,
+    /// MADVISE outcome.
+    pub madvise: MadviseStats,
+    /// Bytes verified in the reuse phase.
+    pub verified_bytes: u64,
+    /// Bytes that differed from the expected content.
+    pub mismatched_bytes: u64,
+    /// Objects with at least one differing byte.
+    pub mismatched_objects: u64,
+    /// Human-readable failures (at most [`MAX_FAILURES`]).
+    pub failures: Vec<String>,
+    /// Failures not listed because of the cap.
+    pub failures_dropped: u64,
+    /// The error that ended or failed the run, with its cause chain.
+    pub error: Option<String>,
+    /// `pass` or `fail`.
+    pub result: &'static str,
+}
+
+impl Report {
+    /// Records a failure, respecting the cap.
+    pub fn add_failure(&mut self, msg: String) {
+        if self.failures.len() < MAX_FAILURES {
+            self.failures.push(msg);
+        } else {
+            self.failures_dropped += 1;
+        }
+    }
+
+    /// The `VUGPU-RESULT {json}` line (single line; JSON never contains a raw
+    /// newline).
+    pub fn to_line(&self) -> String {
+        match serde_json::to_string(self) {
+            Ok(json) => format!("{RESULT_PREFIX}{json}"),
+            // Serializing plain structs and maps of strings cannot fail; keep
+            // the contract (one parseable line) even so.
+            Err(e) => format!(
+                "{RESULT_PREFIX}{{\"tool\":\"vugpu-workload\",\"result\":\"fail\",\"error\":{:?}}}",
+                e.to_string()
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_to_line_is_single_line_with_prefix() {
+        let mut r = Report {
+            tool: "vugpu-workload",
+            result: "fail",
+            ..Default::default()
+        };
+        r.add_failure("object 1: bad\nbytes".to_string());
+
+        let line = r.to_line();
+
+        assert!(line.starts_with(RESULT_PREFIX));
+        assert!(!line.contains('\n'));
+        let v: serde_json::Value = serde_json::from_str(&line[RESULT_PREFIX.len()..]).unwrap();
+        assert_eq!(v["result"], "fail");
+        assert!(v["shrinker"].is_null());
+        assert_eq!(v["failures"][0], "object 1: bad\nbytes");
+    }
+
+    #[test]
+    fn test_add_failure_over_cap_counts_dropped() {
+        let mut r = Report::default();
+        for i in 0..MAX_FAILURES + 3 {
+            r.add_failure(format!("f{i}"));
+        }
+
+        assert_eq!(r.failures.len(), MAX_FAILURES);
+        assert_eq!(r.failures_dropped, 3);
+    }
+}

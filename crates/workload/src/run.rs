@@ -1,0 +1,474 @@
+//! The workload itself: create, fill, pressure, reuse and verify.
+
+use std::io;
+use std::time::{Duration, Instant};
+
+use crate::args::{Config, Kind, ROW_BYTES};
+use crate::drm::{self, Card};
+use crate::error::{chain_to_string, WorkloadError};
+use crate::pattern;
+use crate::report::{DeviceParams, Report};
+use crate::sysinfo::{self, Counters};
+
+/// One buffer object the run created. Kept small: the run may hold thousands.
+#[derive(Debug, Clone, Copy)]
+struct Object {
+    /// GEM handle.
+    handle: u32,
+    /// Marked DONTNEED.
+    dontneed: bool,
+}
+
+/// Geometry shared by every object of a run.
+#[derive(Debug, Clone, Copy)]
+struct Geometry {
+    bytes: u64,
+    len: usize,
+    width: u32,
+    height: u32,
+}
+
+impl Geometry {
+    fn new(object_bytes: u64) -> Result<Self, WorkloadError> {
+        if object_bytes == 0 || !object_bytes.is_multiple_of(ROW_BYTES) {
+            return Err(WorkloadError::Config(format!(
+                "object size {object_bytes} is not a positive multiple of {ROW_BYTES}"
+            )));
+        }
+        let too_big = || WorkloadError::Config(format!("object size {object_bytes} too large"));
+        let len = usize::try_from(object_bytes).map_err(|_| too_big())?;
+        let height = u32::try_from(object_bytes / ROW_BYTES).map_err(|_| too_big())?;
+        let width =
+            u32::try_from(ROW_BYTES / u64::from(drm::BYTES_PER_PIXEL)).map_err(|_| too_big())?;
+        Ok(Self {
+            bytes: object_bytes,
+            len,
+            width,
+            height,
+        })
+    }
+}
+
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Prints a progress line on stderr (the guest console).
+fn progress(phase: &str, done: u64, total: u64) {
+    let step = (total / 8).max(1);
+    if done == total || done.is_multiple_of(step) {
+        eprintln!("vugpu-workload: {phase} {done}/{total}");
+    }
+}
+
+/// Counters sampled at the start and at the end of a run.
+struct Snapshot {
+    vmstat: Counters,
+    shrinker: Option<Counters>,
+}
+
+impl Snapshot {
+    fn take(cfg: &Config) -> Self {
+        Self {
+            vmstat: sysinfo::read_vmstat(),
+            shrinker: sysinfo::read_shrinker(&cfg.shrinker_file),
+        }
+    }
+}
+
+/// Runs the workload described by `cfg` and returns its report. Never panics
+/// on device errors: every error ends up in `report.error` with
+/// `result = "fail"`.
+pub fn run(cfg: &Config) -> Report {
+    let mem = sysinfo::read_meminfo();
+    let mut report = Report {
+        tool: "vugpu-workload",
+        tool_version: env!("CARGO_PKG_VERSION"),
+        scenario: cfg.scenario.clone(),
+        kind: cfg.kind.as_str(),
+        smoke: cfg.smoke,
+        kernel: sysinfo::kernel_release(),
+        ram_bytes: mem.mem_total,
+        mem_available_bytes: mem.mem_available,
+        swap_total_bytes: mem.swap_total,
+        seed: cfg.seed,
+        object_bytes: cfg.object_bytes,
+        dontneed_every: cfg.dontneed_every,
+        result: "fail",
+        ..Default::default()
+    };
+    let start = Snapshot::take(cfg);
+    let outcome = Workload::new(cfg, &mut report).and_then(|mut w| w.execute());
+    let end = Snapshot::take(cfg);
+
+    report.vmstat = sysinfo::delta(&start.vmstat, &end.vmstat);
+    report.shrinker = match (&start.shrinker, &end.shrinker) {
+        (Some(s), Some(e)) => Some(sysinfo::delta(s, e)),
+        (None, Some(e)) => Some(e.clone()),
+        _ => None,
+    };
+    let outcome = match outcome {
+        Ok(()) if report.mismatched_bytes > 0 => Err(WorkloadError::Mismatch {
+            objects: report.mismatched_objects,
+            bytes: report.mismatched_bytes,
+        }),
+        other => other,
+    };
+    match outcome {
+        Ok(()) => report.result = "pass",
+        Err(e) => {
+            report.error = Some(chain_to_string(&e));
+            report.result = "fail";
+        }
+    }
+    report
+}
+
+/// A run in progress: the card, the objects and the report being filled in.
+struct Workload<'a> {
+    cfg: &'a Config,
+    report: &'a mut Report,
+    card: Card,
+    geo: Geometry,
+    objects: Vec<Object>,
+}
+
+impl<'a> Workload<'a> {
+    /// Opens the card, records its identity and parameters, probes MADVISE and
+    /// checks the configuration against what the device offers.
+    fn new(cfg: &'a Config, report: &'a mut Report) -> Result<Self, WorkloadError> {
+        let geo = Geometry::new(cfg.object_bytes)?;
+        let count = cfg.sizing.object_count(geo.bytes, report.ram_bytes)?;
+        report.objects_planned = count;
+
+        let card = Card::open(&cfg.card).map_err(|source| WorkloadError::OpenCard {
+            path: cfg.card.clone(),
+            source,
+        })?;
+        let version = card
+            .version()
+            .map_err(|source| WorkloadError::DeviceIoctl {
+                op: "DRM_IOCTL_VERSION",
+                source,
+            })?;
+        report.driver = Some(format!("{} {}", version.name, version.version));
+        let param = |p| card.getparam(p).ok().map(|v| v != 0);
+        report.params = DeviceParams {
+            virgl_3d: param(drm::VIRTGPU_PARAM_3D_FEATURES),
+            resource_blob: param(drm::VIRTGPU_PARAM_RESOURCE_BLOB),
+            host_visible: param(drm::VIRTGPU_PARAM_HOST_VISIBLE),
+            context_init: param(drm::VIRTGPU_PARAM_CONTEXT_INIT),
+        };
+        report.madvise_supported = card
+            .probe_madvise()
+            .map_err(|source| WorkloadError::MadviseProbe { source })?;
+
+        let mut dontneed_every = cfg.dontneed_every;
+        if cfg.smoke {
+            // Smoke exercises MADVISE (DONTNEED then WILLNEED without
+            // pressure) where the kernel has it, and never requires it.
+            dontneed_every = u64::from(cfg.use_madvise && report.madvise_supported);
+        } else if dontneed_every > 0 && !report.madvise_supported {
+            return Err(WorkloadError::MadviseUnsupported);
+        }
+        report.dontneed_every = dontneed_every;
+        report.madvise_used = dontneed_every > 0;
+
+        if cfg.kind == Kind::Blob && report.params.resource_blob != Some(true) {
+            return Err(WorkloadError::BlobUnsupported);
+        }
+        let capacity = usize::try_from(count)
+            .map_err(|_| WorkloadError::Config(format!("object count {count} too large")))?;
+        eprintln!(
+            "vugpu-workload: scenario {} kernel {} driver {} madvise {} ram {} MiB swap {} MiB: {} {} objects of {} KiB",
+            cfg.scenario,
+            report.kernel,
+            report.driver.as_deref().unwrap_or("?"),
+            report.madvise_supported,
+            report.ram_bytes >> 20,
+            report.swap_total_bytes >> 20,
+            count,
+            cfg.kind.as_str(),
+            geo.bytes >> 10,
+        );
+        Ok(Self {
+            cfg,
+            report,
+            card,
+            geo,
+            objects: Vec::with_capacity(capacity),
+        })
+    }
+
+    fn execute(&mut self) -> Result<(), WorkloadError> {
+        self.create_and_fill()?;
+        self.pressure()?;
+        self.reuse_and_verify()
+    }
+
+    /// Phase 1: create each object, fill it through a mapping, send it to the
+    /// device, unmap it, and mark it DONTNEED if it is one of every K.
+    /// Create and fill are interleaved per object (so the first objects can
+    /// already be evicted while later ones are created) and timed separately.
+    fn create_and_fill(&mut self) -> Result<(), WorkloadError> {
+        let total = self.report.objects_planned;
+        let mut create = Duration::ZERO;
+        let mut fill = Duration::ZERO;
+        for index in 0..total {
+            let t = Instant::now();
+            let created = match self.cfg.kind {
+                Kind::TwoD => self
+                    .card
+                    .resource_create_2d(self.geo.width, self.geo.height),
+                Kind::Blob => self.card.resource_create_guest_blob(self.geo.bytes),
+            };
+            create += t.elapsed();
+            self.report.phases_ms.create = ms(create);
+            let (handle, _res) = created.map_err(|source| WorkloadError::ObjectIoctl {
+                op: match self.cfg.kind {
+                    Kind::TwoD => "DRM_IOCTL_VIRTGPU_RESOURCE_CREATE",
+                    Kind::Blob => "DRM_IOCTL_VIRTGPU_RESOURCE_CREATE_BLOB",
+                },
+                object: index,
+                source,
+            })?;
+            let dontneed =
+                self.report.dontneed_every > 0 && (index + 1) % self.report.dontneed_every == 0;
+            self.objects.push(Object { handle, dontneed });
+            self.report.objects += 1;
+            self.report.object_bytes_total += self.geo.bytes;
+
+            let t = Instant::now();
+            let r = self.fill_one(index, handle, dontneed);
+            fill += t.elapsed();
+            self.report.phases_ms.fill = ms(fill);
+            r?;
+            progress("create+fill", index + 1, total);
+        }
+        Ok(())
+    }
+
+    fn fill_one(&mut self, index: u64, handle: u32, dontneed: bool) -> Result<(), WorkloadError> {
+        let err = |op, source| WorkloadError::ObjectIoctl {
+            op,
+            object: index,
+            source,
+        };
+        let offset = self
+            .card
+            .map_offset(handle)
+            .map_err(|e| err("DRM_IOCTL_VIRTGPU_MAP", e))?;
+        let mut map = self
+            .card
+            .mmap(offset, self.geo.len)
+            .map_err(|e| err("mmap", e))?;
+        pattern::fill(map.words_mut(), self.cfg.seed, index);
+        self.send_to_device(index, handle)?;
+        drop(map);
+        if dontneed {
+            self.card
+                .madvise(handle, drm::VIRTGPU_MADV_DONTNEED)
+                .map_err(|e| err("DRM_IOCTL_VIRTGPU_MADVISE(DONTNEED)", e))?;
+            self.report.madvise.dontneed += 1;
+        }
+        Ok(())
+    }
+
+    /// TRANSFER_TO_HOST (2D only: 6.12 rejects it for guest blobs, which the
+    /// device reads in place) and WAIT.
+    fn send_to_device(&mut self, index: u64, handle: u32) -> Result<(), WorkloadError> {
+        let err = |op, source| WorkloadError::ObjectIoctl {
+            op,
+            object: index,
+            source,
+        };
+        if self.cfg.kind == Kind::TwoD {
+            self.card
+                .transfer_to_host_2d(handle, self.geo.width, self.geo.height)
+                .map_err(|e| err("DRM_IOCTL_VIRTGPU_TRANSFER_TO_HOST", e))?;
+            self.report.transfers += 1;
+        }
+        self.card
+            .wait(handle)
+            .map_err(|e| err("DRM_IOCTL_VIRTGPU_WAIT", e))
+    }
+
+    /// Phase 2: allocate and touch `pressure_bytes` of anonymous memory, page
+    /// by page, then release it.
+    fn pressure(&mut self) -> Result<(), WorkloadError> {
+        let bytes = self.cfg.pressure_bytes;
+        if bytes == 0 {
+            return Ok(());
+        }
+        let t = Instant::now();
+        let r = touch_anonymous(bytes).map_err(|source| WorkloadError::Pressure { bytes, source });
+        self.report.phases_ms.pressure = ms(t.elapsed());
+        self.report.pressure_bytes = if r.is_ok() { bytes } else { 0 };
+        eprintln!("vugpu-workload: pressure {} MiB done", bytes >> 20);
+        r
+    }
+
+    /// Phase 3: use every object again. Purgeable ones get WILLNEED first
+    /// (purged ones are counted and skipped); every retained object is
+    /// mapped, checked byte by byte, unmapped, and sent to the device again,
+    /// which makes the guest re-attach backing it evicted.
+    fn reuse_and_verify(&mut self) -> Result<(), WorkloadError> {
+        let t = Instant::now();
+        let total = u64::try_from(self.objects.len()).unwrap_or(u64::MAX);
+        for (index, obj) in (0u64..).zip(self.objects.clone()) {
+            let r = self.reuse_one(index, obj);
+            self.report.phases_ms.reuse_verify = ms(t.elapsed());
+            r?;
+            progress("reuse+verify", index + 1, total);
+        }
+        Ok(())
+    }
+
+    fn reuse_one(&mut self, index: u64, obj: Object) -> Result<(), WorkloadError> {
+        let err = |op, source| WorkloadError::ObjectIoctl {
+            op,
+            object: index,
+            source,
+        };
+        if obj.dontneed {
+            let retained = self
+                .card
+                .madvise(obj.handle, drm::VIRTGPU_MADV_WILLNEED)
+                .map_err(|e| err("DRM_IOCTL_VIRTGPU_MADVISE(WILLNEED)", e))?;
+            if !retained {
+                self.report.madvise.purged += 1;
+                return Ok(());
+            }
+            self.report.madvise.retained += 1;
+        }
+        let offset = self
+            .card
+            .map_offset(obj.handle)
+            .map_err(|e| err("DRM_IOCTL_VIRTGPU_MAP", e))?;
+        let mut map = self
+            .card
+            .mmap(offset, self.geo.len)
+            .map_err(|e| err("mmap", e))?;
+        let v = pattern::verify(map.words_mut(), self.cfg.seed, index);
+        drop(map);
+        self.report.verified_bytes += v.checked_bytes;
+        if v.mismatched_bytes > 0 {
+            self.report.mismatched_objects += 1;
+            self.report.mismatched_bytes += v.mismatched_bytes;
+            let (found, expected) = v.first_word.unwrap_or_default();
+            self.report.add_failure(format!(
+                "object {index}: {} bytes differ, first at offsets {:?} (word found {found:#018x}, expected {expected:#018x})",
+                v.mismatched_bytes, v.first_offsets
+            ));
+        }
+        self.send_to_device(index, obj.handle)
+    }
+}
+
+/// Maps `bytes` of private anonymous memory, writes one byte per page, and
+/// unmaps it.
+fn touch_anonymous(bytes: u64) -> io::Result<()> {
+    let len = usize::try_from(bytes).map_err(|_| io::Error::from_raw_os_error(libc::EOVERFLOW))?;
+    // SAFETY: fresh private anonymous mapping chosen by the kernel; checked
+    // for MAP_FAILED below.
+    let ptr = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    if ptr == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
+    }
+    let base = ptr.cast::<u8>();
+    let mut off = 0usize;
+    let mut page = 0u8;
+    while off < len {
+        // SAFETY: `off < len`, inside the mapping created above.
+        unsafe { base.add(off).write_volatile(page) };
+        page = page.wrapping_add(1);
+        off += 4096;
+    }
+    // SAFETY: unmaps exactly the mapping created above; no references remain.
+    unsafe { libc::munmap(ptr, len) };
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+    use crate::args::Sizing;
+
+    fn config(card: &str) -> Config {
+        Config {
+            kind: Kind::TwoD,
+            sizing: Sizing::Count(2),
+            object_bytes: 1 << 20,
+            seed: 1,
+            dontneed_every: 0,
+            pressure_bytes: 0,
+            use_madvise: false,
+            scenario: "unit".into(),
+            smoke: false,
+            card: PathBuf::from(card),
+            shrinker_file: PathBuf::from("/nonexistent/shrinker"),
+        }
+    }
+
+    #[test]
+    fn test_run_missing_card_fails_with_error_text() {
+        let cfg = config("/nonexistent/dri/card0");
+
+        let r = run(&cfg);
+
+        assert_eq!(r.result, "fail");
+        let e = r.error.unwrap_or_default();
+        assert!(
+            e.starts_with("Cannot open DRM card /nonexistent/dri/card0"),
+            "{e}"
+        );
+        assert!(r.shrinker.is_none());
+        assert_eq!(r.objects_planned, 2);
+        assert_eq!(r.objects, 0);
+    }
+
+    #[test]
+    fn test_run_non_drm_file_fails_cleanly() {
+        // /dev/null opens but is no DRM device: DRM_IOCTL_VERSION must fail
+        // and be reported, not crash.
+        let cfg = config("/dev/null");
+
+        let r = run(&cfg);
+
+        assert_eq!(r.result, "fail");
+        let e = r.error.unwrap_or_default();
+        assert!(e.starts_with("DRM_IOCTL_VERSION failed"), "{e}");
+    }
+
+    #[test]
+    fn test_geometry_unaligned_size_is_rejected() {
+        let g = Geometry::new(4096 + 8);
+
+        assert!(matches!(g, Err(WorkloadError::Config(_))));
+    }
+
+    #[test]
+    fn test_geometry_4mib_is_1024_by_1024() {
+        let g = Geometry::new(4 << 20).unwrap();
+
+        assert_eq!((g.width, g.height), (1024, 1024));
+    }
+
+    #[test]
+    fn test_touch_anonymous_small_region_succeeds() {
+        let r = touch_anonymous(64 * 1024);
+
+        assert!(r.is_ok());
+    }
+}

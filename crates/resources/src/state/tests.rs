@@ -1560,3 +1560,80 @@ fn test_reset_then_same_id_starts_with_empty_content() {
 
     assert_eq!(read_all(&mut state, 1), vec![0u8; SIDE_BYTES as usize]);
 }
+
+// ---------------------------------------------------------------- renderer view
+
+/// Asks rutabaga directly to copy from the resource's iovecs, bypassing the
+/// checks of `GpuState`: fails if rutabaga holds no iovecs for `id`.
+fn renderer_can_read_backing(state: &mut GpuState, id: u32) -> bool {
+    state
+        .rutabaga
+        .transfer_write(
+            NO_CONTEXT,
+            id,
+            Transfer3D::new_2d(0, 0, SIDE, SIDE, 0),
+            None,
+        )
+        .is_ok()
+}
+
+#[test]
+fn test_renderer_attach_backing_gives_renderer_iovecs() {
+    let (mut state, _mem) = new_state();
+
+    attached_2d(&mut state, 1, AREA_A);
+
+    assert!(renderer_can_read_backing(&mut state, 1));
+}
+
+#[test]
+fn test_renderer_detach_backing_leaves_no_iovecs() {
+    let (mut state, _mem) = new_state();
+    attached_2d(&mut state, 1, AREA_A);
+
+    state.detach_backing(1).expect("detach");
+
+    assert!(!renderer_can_read_backing(&mut state, 1));
+}
+
+#[test]
+fn test_renderer_memory_update_dropping_range_leaves_no_iovecs() {
+    let (mut state, mem) = new_state();
+    attached_2d(&mut state, 1, AREA_B);
+    mem.lock().expect("lock").replace(anonymous_memory(4 * MIB));
+
+    state.refresh_memory().expect("refresh");
+
+    assert!(!renderer_can_read_backing(&mut state, 1));
+}
+
+#[test]
+fn test_renderer_unref_removes_resource() {
+    let (mut state, _mem) = new_state();
+    attached_2d(&mut state, 1, AREA_A);
+
+    state.unref(1).expect("unref");
+
+    assert!(!renderer_can_read_backing(&mut state, 1));
+}
+
+#[test]
+fn test_renderer_reset_removes_resources() {
+    let (mut state, _mem) = new_state();
+    attached_2d(&mut state, 1, AREA_A);
+
+    state.reset().expect("reset");
+
+    assert!(!renderer_can_read_backing(&mut state, 1));
+}
+
+#[test]
+fn test_renderer_failed_attach_gives_no_iovecs() {
+    let (mut state, _mem) = new_state();
+    state.create_2d(1, FORMAT, SIDE, SIDE).expect("create");
+
+    let result = state.attach_backing(1, &page_entries(64 * MIB - PAGE, SIDE_BYTES));
+
+    assert!(result.is_err());
+    assert!(!renderer_can_read_backing(&mut state, 1));
+}

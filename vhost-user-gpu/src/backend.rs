@@ -1,0 +1,380 @@
+//! The [`VhostUserBackend`] implementation: feature negotiation, the
+//! configuration space, and the hand-off of queue events to the worker.
+//!
+//! # Threads and ownership
+//!
+//! vhost-user-backend calls this backend from two kinds of threads:
+//!
+//! - the *frontend thread*, which handles vhost-user messages
+//!   (`SET_FEATURES`, `SET_MEM_TABLE`, `GET_CONFIG`, `RESET_DEVICE`,
+//!   `GPU_SET_SOCKET`, ...), and
+//! - one *worker thread* (`queues_per_thread() == [0b11]`: both the control
+//!   and the cursor queue are served by worker 0), which calls
+//!   [`VhostUserBackend::handle_event`] when a queue is kicked.
+//!
+//! The device state ([`Device`], which owns `vugpu_resources::GpuState` and
+//! through it rutabaga_gfx, which is not `Send`) lives only on the worker
+//! thread: it is created lazily by the first `handle_event` and kept in a
+//! thread-local map keyed by the backend instance. The backend value itself
+//! ([`GpuBackend`], cloned into the worker by the library) therefore holds
+//! only `Send + Sync` data: configuration, atomics, and a small
+//! [`Pending`] mailbox behind a mutex.
+//!
+//! Requests that arrive on the frontend thread but concern the device state
+//! are posted to that mailbox and applied by the worker at the start of its
+//! next pass, before it looks at any descriptor:
+//!
+//! - `update_memory` (new memory table): the worker calls
+//!   `GpuState::refresh_memory`, which re-derives every host pointer from the
+//!   guest-physical ranges. Until then the state keeps its own reference to
+//!   the previous mapping, so no pointer it holds dangles.
+//! - `reset_device` (`VHOST_USER_RESET_DEVICE`): every resource is dropped.
+//! - `set_gpu_socket`: the display socket; its handshake (which waits for a
+//!   reply from QEMU) runs on the worker, never on the frontend thread.
+//!
+//! After posting, the frontend thread writes a wake-up eventfd that the
+//! worker's epoll set also watches ([`WAKE_EVENT`]), so a reset takes effect
+//! (and releases host memory) even if the guest never kicks a queue again.
+//! The mailbox mutex is only ever held for a few instructions, so the
+//! frontend thread never waits for a command being processed.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::io;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use log::{debug, error, info, warn};
+use vhost::vhost_user::message::{VhostUserProtocolFeatures, VhostUserVirtioFeatures};
+use vhost::vhost_user::GpuBackend as DisplaySocket;
+use vhost_user_backend::{VhostUserBackend, VringRwLock};
+use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
+use virtio_bindings::virtio_ring::{VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC};
+use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
+use vmm_sys_util::epoll::EventSet;
+use vmm_sys_util::event::{
+    new_event_consumer_and_notifier, EventConsumer, EventFlag, EventNotifier,
+};
+use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+use vugpu_metrics::Metrics;
+use vugpu_protocol::wire::{
+    virtio_gpu_config, VIRTIO_GPU_F_EDID, VIRTIO_GPU_F_RESOURCE_BLOB, VIRTIO_GPU_F_RESOURCE_UUID,
+};
+
+use crate::config::DeviceConfig;
+use crate::device::{Device, QueueKind};
+
+/// Queue index of the control queue.
+pub const CONTROL_QUEUE: u16 = 0;
+/// Queue index of the cursor queue.
+pub const CURSOR_QUEUE: u16 = 1;
+/// Number of virtqueues.
+pub const NUM_QUEUES: usize = 2;
+/// Largest queue size accepted from the frontend.
+pub const MAX_QUEUE_SIZE: usize = 1024;
+/// Epoll token of the wake-up eventfd (tokens `0..=NUM_QUEUES` belong to the
+/// library: the queues, then its exit/enable event).
+pub const WAKE_EVENT: u16 = NUM_QUEUES as u16 + 1;
+
+/// Guest memory as vhost-user-backend provides it.
+pub type GuestMemory = GuestMemoryAtomic<GuestMemoryMmap<()>>;
+
+/// Work posted by the frontend thread for the worker.
+#[derive(Default)]
+pub struct Pending {
+    /// The memory table changed: host pointers must be re-derived.
+    pub memory_changed: bool,
+    /// The device was reset: drop every resource.
+    pub reset: bool,
+    /// A new display socket, not yet handshaken.
+    pub display: Option<DisplaySocket>,
+}
+
+/// State shared by every clone of the backend (frontend and worker threads).
+struct Shared {
+    /// Key of this instance's [`Device`] in the worker's thread-local map.
+    id: u64,
+    device_config: DeviceConfig,
+    metrics: Arc<Metrics>,
+    mem: GuestMemory,
+    acked_features: AtomicU64,
+    event_idx: AtomicBool,
+    config_space: Mutex<virtio_gpu_config>,
+    pending: Mutex<Pending>,
+    wake: EventFd,
+    /// Exit notifiers handed out by [`VhostUserBackend::exit_event`].
+    exit_notifiers: Mutex<Vec<EventNotifier>>,
+}
+
+/// The virtio-gpu vhost-user backend. Cheap to clone; all clones share one
+/// device.
+#[derive(Clone)]
+pub struct GpuBackend {
+    shared: Arc<Shared>,
+}
+
+/// Errors setting up the backend.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    /// The wake-up eventfd could not be created.
+    #[error("Failed to create the worker wake-up eventfd")]
+    WakeEvent(#[source] io::Error),
+}
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+thread_local! {
+    /// Devices owned by this (worker) thread, keyed by [`Shared::id`].
+    static DEVICES: RefCell<HashMap<u64, Device>> = RefCell::new(HashMap::new());
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A poisoned mutex only means another thread panicked while holding it;
+    // the plain data inside is still consistent.
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl GpuBackend {
+    /// Creates a backend for `config` over guest memory `mem` (the same
+    /// `GuestMemoryAtomic` given to `VhostUserDaemon::new`).
+    ///
+    /// # Errors
+    /// [`BackendError::WakeEvent`] if the eventfd cannot be created.
+    pub fn new(
+        device_config: DeviceConfig,
+        metrics: Arc<Metrics>,
+        mem: GuestMemory,
+    ) -> Result<Self, BackendError> {
+        let wake = EventFd::new(EFD_NONBLOCK).map_err(BackendError::WakeEvent)?;
+        let config_space = virtio_gpu_config::new(device_config.num_outputs, 0);
+        Ok(Self {
+            shared: Arc::new(Shared {
+                id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+                device_config,
+                metrics,
+                mem,
+                acked_features: AtomicU64::new(0),
+                event_idx: AtomicBool::new(false),
+                config_space: Mutex::new(config_space),
+                pending: Mutex::new(Pending::default()),
+                wake,
+                exit_notifiers: Mutex::new(Vec::new()),
+            }),
+        })
+    }
+
+    /// The wake-up eventfd, to register with the worker's epoll handler
+    /// under [`WAKE_EVENT`].
+    pub fn wake_event(&self) -> &EventFd {
+        &self.shared.wake
+    }
+
+    /// Virtio features acknowledged by the driver.
+    pub fn acked_features(&self) -> u64 {
+        self.shared.acked_features.load(Ordering::Acquire)
+    }
+
+    /// Tells every worker thread to exit.
+    pub fn notify_exit(&self) {
+        for n in lock(&self.shared.exit_notifiers).iter() {
+            if let Err(e) = n.notify() {
+                warn!("vhost-user-gpu: failed to notify a worker exit event: {e}");
+            }
+        }
+    }
+
+    fn post(&self, f: impl FnOnce(&mut Pending)) {
+        f(&mut lock(&self.shared.pending));
+        if let Err(e) = self.shared.wake.write(1) {
+            warn!("vhost-user-gpu: failed to wake the worker: {e}");
+        }
+    }
+
+    fn take_pending(&self) -> Pending {
+        std::mem::take(&mut *lock(&self.shared.pending))
+    }
+
+    /// Runs `f` with this backend's device on the current (worker) thread,
+    /// creating the device on first use.
+    fn with_device<R>(&self, f: impl FnOnce(&mut Device) -> R) -> io::Result<R> {
+        DEVICES.with(|devices| {
+            let mut devices = devices.borrow_mut();
+            let device = match devices.entry(self.shared.id) {
+                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    let device = Device::new(
+                        self.shared.device_config.clone(),
+                        Arc::clone(&self.shared.metrics),
+                        self.shared.mem.clone(),
+                    )
+                    .map_err(|e| {
+                        error!("vhost-user-gpu: cannot create the device state: {e}");
+                        io::Error::other(e)
+                    })?;
+                    v.insert(device)
+                }
+            };
+            Ok(f(device))
+        })
+    }
+
+    /// Applies posted work and processes the queue behind `device_event`.
+    fn run_worker(&self, device_event: u16, vrings: &[VringRwLock]) -> io::Result<()> {
+        let pending = self.take_pending();
+        let acked = self.acked_features();
+        let event_idx = self.shared.event_idx.load(Ordering::Acquire);
+        self.with_device(|device| {
+            device.set_acked_features(acked);
+            device.apply_pending(pending);
+            match device_event {
+                CONTROL_QUEUE | CURSOR_QUEUE => {
+                    let kind = if device_event == CONTROL_QUEUE {
+                        QueueKind::Control
+                    } else {
+                        QueueKind::Cursor
+                    };
+                    match vrings.get(usize::from(device_event)) {
+                        Some(vring) => device.process_vring(vring, kind, event_idx),
+                        None => warn!("vhost-user-gpu: no vring for queue {device_event}"),
+                    }
+                }
+                WAKE_EVENT => {
+                    // Posted work was applied above; drain the counter.
+                    let _ = self.shared.wake.read();
+                }
+                other => warn!("vhost-user-gpu: unexpected event {other}"),
+            }
+        })
+    }
+}
+
+/// Virtio feature bits offered for `config`.
+pub fn offered_features(config: &DeviceConfig) -> u64 {
+    let mut features = (1u64 << VIRTIO_F_VERSION_1)
+        | (1u64 << VIRTIO_RING_F_EVENT_IDX)
+        | (1u64 << VIRTIO_RING_F_INDIRECT_DESC)
+        | (1u64 << VIRTIO_GPU_F_EDID)
+        | (1u64 << VIRTIO_GPU_F_RESOURCE_UUID)
+        | VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits();
+    if config.blob {
+        features |= 1u64 << VIRTIO_GPU_F_RESOURCE_BLOB;
+    }
+    features
+}
+
+impl VhostUserBackend for GpuBackend {
+    type Bitmap = ();
+    type Vring = VringRwLock;
+
+    fn num_queues(&self) -> usize {
+        NUM_QUEUES
+    }
+
+    fn max_queue_size(&self) -> usize {
+        MAX_QUEUE_SIZE
+    }
+
+    fn features(&self) -> u64 {
+        offered_features(&self.shared.device_config)
+    }
+
+    fn acked_features(&self, features: u64) {
+        info!("vhost-user-gpu: driver acked features {features:#x}");
+        self.shared
+            .acked_features
+            .store(features, Ordering::Release);
+    }
+
+    fn protocol_features(&self) -> VhostUserProtocolFeatures {
+        VhostUserProtocolFeatures::CONFIG
+            | VhostUserProtocolFeatures::REPLY_ACK
+            | VhostUserProtocolFeatures::MQ
+            | VhostUserProtocolFeatures::RESET_DEVICE
+    }
+
+    fn reset_device(&self) {
+        info!("vhost-user-gpu: device reset");
+        self.shared.acked_features.store(0, Ordering::Release);
+        *lock(&self.shared.config_space) =
+            virtio_gpu_config::new(self.shared.device_config.num_outputs, 0);
+        self.post(|p| p.reset = true);
+    }
+
+    fn set_event_idx(&self, enabled: bool) {
+        self.shared.event_idx.store(enabled, Ordering::Release);
+    }
+
+    fn get_config(&self, offset: u32, size: u32) -> Vec<u8> {
+        let config = lock(&self.shared.config_space);
+        match config.read_range(offset, size) {
+            Some(bytes) => bytes.to_vec(),
+            None => {
+                warn!("vhost-user-gpu: GET_CONFIG outside the config space: offset {offset}, size {size}");
+                Vec::new()
+            }
+        }
+    }
+
+    fn set_config(&self, offset: u32, buf: &[u8]) -> io::Result<()> {
+        if lock(&self.shared.config_space).write_range(offset, buf) {
+            Ok(())
+        } else {
+            Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "SET_CONFIG of {} bytes at offset {offset} touches read-only fields",
+                    buf.len()
+                ),
+            ))
+        }
+    }
+
+    fn update_memory(&self, _mem: GuestMemory) -> io::Result<()> {
+        // The GuestMemoryAtomic we hold was already updated in place; the
+        // worker re-derives its host pointers before its next descriptor.
+        debug!("vhost-user-gpu: memory table updated");
+        self.post(|p| p.memory_changed = true);
+        Ok(())
+    }
+
+    fn set_gpu_socket(&self, socket: DisplaySocket) -> io::Result<()> {
+        info!("vhost-user-gpu: display socket received");
+        self.post(|p| p.display = Some(socket));
+        Ok(())
+    }
+
+    fn queues_per_thread(&self) -> Vec<u64> {
+        // One worker serves both queues: the device state is single-threaded.
+        vec![0b11]
+    }
+
+    fn exit_event(&self, _thread_index: usize) -> Option<(EventConsumer, EventNotifier)> {
+        let (consumer, notifier) =
+            match new_event_consumer_and_notifier(EventFlag::NONBLOCK | EventFlag::CLOEXEC) {
+                Ok(pair) => pair,
+                Err(e) => {
+                    error!("vhost-user-gpu: cannot create a worker exit event: {e}");
+                    return None;
+                }
+            };
+        match notifier.try_clone() {
+            Ok(clone) => lock(&self.shared.exit_notifiers).push(clone),
+            Err(e) => warn!("vhost-user-gpu: cannot keep a worker exit notifier: {e}"),
+        }
+        Some((consumer, notifier))
+    }
+
+    fn handle_event(
+        &self,
+        device_event: u16,
+        evset: EventSet,
+        vrings: &[VringRwLock],
+        _thread_id: usize,
+    ) -> io::Result<()> {
+        if !evset.contains(EventSet::IN) {
+            warn!("vhost-user-gpu: unexpected event set {evset:?} for event {device_event}");
+            return Ok(());
+        }
+        self.run_worker(device_event, vrings)
+    }
+}

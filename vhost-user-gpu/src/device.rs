@@ -1,0 +1,983 @@
+//! The virtio-gpu device as the worker thread sees it: descriptor chains in,
+//! [`GpuState`] calls, responses and display messages out.
+//!
+//! Per descriptor chain ([`Device::process_chain`]):
+//!
+//! 1. the device-readable part is copied into a reusable buffer of
+//!    [`max_command_len`] bytes (a longer request is a decode error);
+//! 2. it is decoded into a [`GpuCommand`];
+//! 3. [`Device::dispatch`] calls one `handle_*` helper per command, which
+//!    validates and calls [`GpuState`];
+//! 4. the response is encoded into the device-writable part.
+//!
+//! All work is synchronous, so a fenced command (`VIRTIO_GPU_FLAG_FENCE`) is
+//! complete when its response is written: for RESOURCE_DETACH_BACKING that
+//! is after `GpuState::detach_backing` returned, i.e. after every host
+//! reference to the pages was dropped. The response echoes the fence id,
+//! context and ring index, and the descriptor is only then returned to the
+//! guest.
+//!
+//! Malformed input never stops the device: a request that decodes to a
+//! header gets an error response; a chain without room for a response header
+//! (control queue) or outside guest memory is returned with length 0 and
+//! counted as a decode error. Guest-triggered warnings are rate limited.
+
+use std::io::{Read, Write};
+use std::sync::Arc;
+use std::time::Instant;
+
+use log::{debug, error, info, log_enabled, warn, Level};
+use vhost_user_backend::{VringRwLock, VringT};
+use virtio_queue::{DescriptorChain, QueueT};
+use vm_memory::{GuestAddressSpace, GuestMemoryLoadGuard, GuestMemoryMmap};
+use vugpu_metrics::Metrics;
+use vugpu_protocol::wire::{
+    VIRTIO_GPU_FORMAT_A8B8G8R8_UNORM, VIRTIO_GPU_FORMAT_A8R8G8B8_UNORM,
+    VIRTIO_GPU_FORMAT_R8G8B8A8_UNORM, VIRTIO_GPU_FORMAT_R8G8B8X8_UNORM,
+    VIRTIO_GPU_FORMAT_X8B8G8R8_UNORM, VIRTIO_GPU_FORMAT_X8R8G8B8_UNORM, VIRTIO_GPU_F_EDID,
+    VIRTIO_GPU_F_RESOURCE_BLOB, VIRTIO_GPU_F_RESOURCE_UUID,
+};
+use vugpu_protocol::{
+    command_name, decode_command, decode_header, max_command_len, CtrlHeader, CursorPos,
+    DecodeError, DecodeLimits, DisplayOne, ErrorCode, GpuCommand, GpuResponse, MemEntry, Rect,
+};
+use vugpu_resources::{GpuState, GpuStateConfig, ResourceError, ScanoutUpdate};
+
+use crate::backend::{GuestMemory, Pending};
+use crate::config::DeviceConfig;
+use crate::display::{Display, DisplayError, CURSOR_BYTES};
+use crate::guest_warn;
+use crate::ratelimit::LogLimiter;
+
+/// Size of a `virtio_gpu_ctrl_hdr`, the smallest response.
+const HDR_SIZE: usize = 24;
+/// Room for the largest response this device sends (GET_EDID: 1056 bytes).
+const RESP_BUF_SIZE: usize = 2048;
+/// Refresh rate of the generated EDID's preferred mode.
+const EDID_REFRESH_HZ: u32 = 60;
+/// Guest-triggered warnings logged per second at most.
+const GUEST_WARN_BURST: u32 = 20;
+
+/// Which virtqueue a chain came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueueKind {
+    /// Queue 0: every command but the cursor ones; each chain has a response.
+    Control,
+    /// Queue 1: UPDATE_CURSOR and MOVE_CURSOR; chains usually have no
+    /// device-writable part (Linux sends none).
+    Cursor,
+}
+
+/// Why a command failed. The guest sees only [`CommandError::code`]; the
+/// rest is for the host log.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    /// The resource state refused the operation.
+    #[error(transparent)]
+    Resource(#[from] ResourceError),
+    /// The request could not be decoded.
+    #[error("Malformed request")]
+    Decode(#[source] DecodeError),
+    /// The request's readable part exceeds the largest legal command.
+    #[error("Request of {len} bytes exceeds the largest command of {max} bytes")]
+    TooLong {
+        /// Readable bytes in the chain.
+        len: usize,
+        /// [`max_command_len`] for the configured limits.
+        max: usize,
+    },
+    /// The device refuses the command in its current configuration.
+    #[error("{reason}")]
+    Rejected {
+        /// Response code.
+        code: ErrorCode,
+        /// Why.
+        reason: &'static str,
+    },
+}
+
+impl CommandError {
+    /// The error response sent to the guest.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Self::Resource(e) => resource_code(e),
+            Self::Decode(e) => e.error_code(),
+            Self::TooLong { .. } => ErrorCode::Unspec,
+            Self::Rejected { code, .. } => *code,
+        }
+    }
+
+    fn rejected(code: ErrorCode, reason: &'static str) -> Self {
+        Self::Rejected { code, reason }
+    }
+}
+
+/// What to record once the response is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Completion {
+    Nothing,
+    /// A successful DETACH of this many bytes: its latency ends now.
+    Detached(u64),
+}
+
+type CommandResult = Result<(GpuResponse, Completion), CommandError>;
+
+fn ok(resp: GpuResponse) -> CommandResult {
+    Ok((resp, Completion::Nothing))
+}
+
+/// The device state owned by the worker thread.
+pub struct Device {
+    config: DeviceConfig,
+    metrics: Arc<Metrics>,
+    mem: GuestMemory,
+    state: GpuState,
+    display: Option<Display>,
+    acked_features: u64,
+    limits: DecodeLimits,
+    /// Reusable copy of one request's readable bytes.
+    cmd_buf: Vec<u8>,
+    /// Reusable encoded response.
+    resp_buf: Vec<u8>,
+    /// Reusable pixel buffer for display updates.
+    pixels: Vec<u8>,
+    warn_limiter: LogLimiter,
+}
+
+impl std::fmt::Debug for Device {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Device")
+            .field("config", &self.config)
+            .field("display", &self.display)
+            .field("acked_features", &self.acked_features)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A one-line description of `cmd` for debug logs (entry lists shortened
+/// to their count).
+fn describe(cmd: &GpuCommand) -> String {
+    match cmd {
+        GpuCommand::ResourceAttachBacking {
+            resource_id,
+            entries,
+        } => format!(
+            "ResourceAttachBacking {{ resource_id: {resource_id}, entries: {} }}",
+            entries.len()
+        ),
+        GpuCommand::ResourceCreateBlob {
+            resource_id,
+            blob_mem,
+            blob_flags,
+            size,
+            entries,
+            ..
+        } => format!(
+            "ResourceCreateBlob {{ resource_id: {resource_id}, blob_mem: {blob_mem}, \
+             blob_flags: {blob_flags:#x}, size: {size}, entries: {} }}",
+            entries.len()
+        ),
+        other => format!("{other:?}"),
+    }
+}
+
+/// Converts pixels of `format` in place to the byte order QEMU's display
+/// expects (`PIXMAN_x8r8g8b8`/`a8r8g8b8` on little endian: B, G, R, X/A).
+pub fn to_bgrx(format: u32, pixels: &mut [u8]) {
+    let chunks = pixels.chunks_exact_mut(4);
+    match format {
+        VIRTIO_GPU_FORMAT_A8R8G8B8_UNORM | VIRTIO_GPU_FORMAT_X8R8G8B8_UNORM => {
+            chunks.for_each(|px| px.reverse());
+        }
+        VIRTIO_GPU_FORMAT_R8G8B8A8_UNORM | VIRTIO_GPU_FORMAT_R8G8B8X8_UNORM => {
+            chunks.for_each(|px| px.swap(0, 2));
+        }
+        VIRTIO_GPU_FORMAT_A8B8G8R8_UNORM | VIRTIO_GPU_FORMAT_X8B8G8R8_UNORM => {
+            chunks.for_each(|px| px.rotate_left(1));
+        }
+        // B8G8R8A8 / B8G8R8X8 already are; formats rutabaga cannot create
+        // never reach the display.
+        _ => {}
+    }
+}
+
+impl Device {
+    /// Creates the device state over `mem`.
+    ///
+    /// # Errors
+    /// The [`ResourceError`] of `GpuState::new` (renderer initialisation).
+    pub fn new(
+        config: DeviceConfig,
+        metrics: Arc<Metrics>,
+        mem: GuestMemory,
+    ) -> Result<Self, ResourceError> {
+        let state = GpuState::new(
+            GpuStateConfig {
+                num_scanouts: config.num_outputs,
+                max_host_memory: config.max_host_memory,
+                max_backing_entries: config.max_backing_entries,
+                display_width: config.width,
+                display_height: config.height,
+            },
+            mem.clone(),
+        )?;
+        let limits = DecodeLimits {
+            max_backing_entries: config.max_backing_entries,
+        };
+        Ok(Self {
+            cmd_buf: vec![0; max_command_len(&limits)],
+            resp_buf: vec![0; RESP_BUF_SIZE],
+            pixels: Vec::new(),
+            config,
+            metrics,
+            mem,
+            state,
+            display: None,
+            acked_features: 0,
+            limits,
+            warn_limiter: LogLimiter::new(GUEST_WARN_BURST),
+        })
+    }
+
+    /// Records the features the driver acknowledged.
+    pub fn set_acked_features(&mut self, features: u64) {
+        self.acked_features = features;
+    }
+
+    fn feature_acked(&self, bit: u32) -> bool {
+        self.acked_features & (1u64 << bit) != 0
+    }
+
+    /// Applies work posted by the frontend thread (see [`crate::backend`]).
+    pub fn apply_pending(&mut self, pending: Pending) {
+        if pending.reset {
+            self.reset();
+        }
+        if pending.memory_changed {
+            self.refresh_memory();
+        }
+        if let Some(socket) = pending.display {
+            match Display::connect(socket) {
+                Ok(display) => {
+                    info!(
+                        "vhost-user-gpu: display socket connected (EDID from frontend: {})",
+                        display.has_edid()
+                    );
+                    self.display = Some(display);
+                }
+                Err(e) => {
+                    warn!("vhost-user-gpu: {}; running headless", error_chain(&e));
+                    self.display = None;
+                }
+            }
+        }
+    }
+
+    /// Drops every resource (device reset).
+    pub fn reset(&mut self) {
+        let attached = self.state.attached_bytes();
+        let shown: Vec<u32> = (0..self.config.num_outputs)
+            .filter(|&s| self.state.scanout_resource(s).is_some())
+            .collect();
+        if let Err(e) = self.state.reset() {
+            error!("vhost-user-gpu: device reset: {}", error_chain(&e));
+        }
+        self.metrics.backing_released(attached);
+        self.update_gauges();
+        for scanout_id in shown {
+            self.with_display(|d| d.set_scanout(scanout_id, 0, 0));
+        }
+        info!("vhost-user-gpu: device reset, every resource dropped");
+    }
+
+    /// Re-derives host pointers after a memory table change.
+    fn refresh_memory(&mut self) {
+        let before = self.state.attached_bytes();
+        match self.state.refresh_memory() {
+            Ok(true) => info!("vhost-user-gpu: guest memory table changed, backing re-derived"),
+            Ok(false) => {}
+            Err(e) => warn!(
+                "vhost-user-gpu: refreshing guest memory: {}",
+                error_chain(&e)
+            ),
+        }
+        let after = self.state.attached_bytes();
+        if after < before {
+            warn!(
+                "vhost-user-gpu: {} bytes of backing left guest memory and were dropped",
+                before - after
+            );
+            self.metrics.backing_released(before - after);
+        }
+    }
+
+    fn update_gauges(&self) {
+        self.metrics
+            .set_resources(u64::try_from(self.state.resource_count()).unwrap_or(u64::MAX));
+        self.metrics.set_host_memory(self.state.host_memory_used());
+    }
+
+    /// Runs `f` on the display, if any; on failure logs, drops the display
+    /// socket and continues headless.
+    fn with_display<T>(
+        &mut self,
+        f: impl FnOnce(&Display) -> Result<T, DisplayError>,
+    ) -> Option<T> {
+        let display = self.display.as_ref()?;
+        match f(display) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                warn!("vhost-user-gpu: {}; continuing headless", error_chain(&e));
+                self.display = None;
+                None
+            }
+        }
+    }
+
+    /// Serves every available chain of `vring`, with the EVENT_IDX
+    /// notification-suppression loop when `event_idx` is set.
+    pub fn process_vring(&mut self, vring: &VringRwLock, kind: QueueKind, event_idx: bool) {
+        self.refresh_memory();
+        loop {
+            if event_idx {
+                if let Err(e) = vring.disable_notification() {
+                    warn!("vhost-user-gpu: disabling notifications: {e}");
+                }
+            }
+            self.drain(vring, kind);
+            if !event_idx {
+                break;
+            }
+            match vring.enable_notification() {
+                // New buffers arrived while notifications were off.
+                Ok(true) => continue,
+                Ok(false) => break,
+                Err(e) => {
+                    warn!("vhost-user-gpu: enabling notifications: {e}");
+                    break;
+                }
+            }
+        }
+    }
+
+    fn drain(&mut self, vring: &VringRwLock, kind: QueueKind) {
+        let mem = self.mem.memory();
+        loop {
+            // The vring lock is held only to pop: the frontend thread may
+            // need it (GET_VRING_BASE) while a command waits on the display.
+            let chain = vring
+                .get_mut()
+                .get_queue_mut()
+                .pop_descriptor_chain(mem.clone());
+            let Some(chain) = chain else { break };
+            let dequeued = Instant::now();
+            let head = chain.head_index();
+            let used_len = self.process_chain(chain, &mem, kind, dequeued);
+            if let Err(e) = vring.add_used(head, used_len) {
+                warn!("vhost-user-gpu: adding descriptor {head} to the used ring: {e}");
+            }
+            match vring.needs_notification() {
+                Ok(true) => {
+                    if let Err(e) = vring.signal_used_queue() {
+                        warn!("vhost-user-gpu: signalling the used queue: {e}");
+                    }
+                }
+                Ok(false) => {}
+                Err(e) => warn!("vhost-user-gpu: checking notification need: {e}"),
+            }
+        }
+    }
+
+    fn decode_failure(&mut self, what: std::fmt::Arguments<'_>) -> u32 {
+        self.metrics.decode_error();
+        guest_warn!(
+            self.warn_limiter,
+            "vhost-user-gpu: malformed descriptor chain: {what}"
+        );
+        0
+    }
+
+    /// Serves one descriptor chain and returns the used length to report.
+    pub fn process_chain(
+        &mut self,
+        chain: DescriptorChain<GuestMemoryLoadGuard<GuestMemoryMmap<()>>>,
+        mem: &GuestMemoryMmap<()>,
+        kind: QueueKind,
+        dequeued: Instant,
+    ) -> u32 {
+        let reader = chain.clone().reader(mem);
+        let writer = chain.writer(mem);
+        let (mut reader, mut writer) = match (reader, writer) {
+            (Ok(r), Ok(w)) => (r, w),
+            (Err(e), _) | (_, Err(e)) => {
+                return self.decode_failure(format_args!("{e}"));
+            }
+        };
+        let room = writer.available_bytes();
+        if kind == QueueKind::Control && room < HDR_SIZE {
+            return self.decode_failure(format_args!(
+                "{room} writable bytes, a response needs {HDR_SIZE}"
+            ));
+        }
+
+        let len = reader.available_bytes();
+        let n = len.min(self.cmd_buf.len());
+        if let Err(e) = reader.read_exact(&mut self.cmd_buf[..n]) {
+            return self.decode_failure(format_args!("reading the request: {e}"));
+        }
+        let bytes = &self.cmd_buf[..n];
+        let decoded = if len > self.cmd_buf.len() {
+            decode_header(bytes).map(|hdr| {
+                (
+                    hdr,
+                    Err(CommandError::TooLong {
+                        len,
+                        max: self.cmd_buf.len(),
+                    }),
+                )
+            })
+        } else {
+            match decode_command(bytes, &self.limits) {
+                Ok((hdr, cmd)) => Ok((hdr, Ok(cmd))),
+                Err(e) => decode_header(bytes).map(|hdr| (hdr, Err(CommandError::Decode(e)))),
+            }
+        };
+        let (hdr, cmd) = match decoded {
+            Ok(v) => v,
+            Err(e) => return self.decode_failure(format_args!("{e}")),
+        };
+
+        let (resp, completion) = match cmd {
+            Ok(cmd) => {
+                self.metrics.command(cmd.name());
+                let summary = log_enabled!(Level::Debug).then(|| describe(&cmd));
+                let result = self.dispatch(cmd, kind);
+                if let Some(summary) = summary {
+                    match &result {
+                        Ok((resp, _)) => debug!(
+                            "vhost-user-gpu: {summary} fenced={} fence_id={} -> {:#06x}",
+                            hdr.is_fenced(),
+                            hdr.fence_id,
+                            resp.response_type()
+                        ),
+                        Err(e) => debug!("vhost-user-gpu: {summary} -> {}", error_chain(e)),
+                    }
+                }
+                result.unwrap_or_else(|e| self.command_failed(&hdr, &e))
+            }
+            Err(e) => {
+                self.metrics.decode_error();
+                self.metrics.command(command_name(hdr.type_));
+                self.command_failed(&hdr, &e)
+            }
+        };
+
+        let written = self.write_response(&hdr, &resp, &mut writer, kind);
+        if let Completion::Detached(bytes) = completion {
+            self.metrics.detached(bytes, dequeued.elapsed());
+        }
+        if written > 0 && hdr.is_fenced() {
+            self.metrics.fence_completed();
+        }
+        u32::try_from(written).unwrap_or(0)
+    }
+
+    /// Counts and logs a failed command; returns its error response.
+    fn command_failed(&mut self, hdr: &CtrlHeader, e: &CommandError) -> (GpuResponse, Completion) {
+        let code = e.code();
+        self.metrics.error(code.name());
+        if matches!(e, CommandError::Resource(r) if r.is_refused_access()) {
+            self.metrics.refused_access();
+        }
+        guest_warn!(
+            self.warn_limiter,
+            "vhost-user-gpu: {} failed with {}: {}",
+            vugpu_protocol::command::command_c_name(hdr.type_),
+            code.name(),
+            error_chain(e)
+        );
+        (GpuResponse::Err(code), Completion::Nothing)
+    }
+
+    fn write_response(
+        &mut self,
+        hdr: &CtrlHeader,
+        resp: &GpuResponse,
+        writer: &mut virtio_queue::Writer<'_>,
+        kind: QueueKind,
+    ) -> usize {
+        let room = writer.available_bytes();
+        if kind == QueueKind::Cursor && room == 0 {
+            return 0;
+        }
+        let n = match resp.encode(hdr, &mut self.resp_buf) {
+            Ok(n) if n <= room => n,
+            Ok(n) => {
+                self.decode_failure(format_args!(
+                    "{room} writable bytes, the response needs {n}"
+                ));
+                return 0;
+            }
+            Err(e) => {
+                error!("vhost-user-gpu: encoding a response: {e}");
+                return 0;
+            }
+        };
+        if let Err(e) = writer.write_all(&self.resp_buf[..n]) {
+            self.decode_failure(format_args!("writing the response: {e}"));
+            return 0;
+        }
+        n
+    }
+
+    /// Executes one decoded command: one arm per command, each a call to a
+    /// `handle_*` helper.
+    fn dispatch(&mut self, cmd: GpuCommand, kind: QueueKind) -> CommandResult {
+        if cmd.is_cursor() != (kind == QueueKind::Cursor) {
+            return Err(CommandError::rejected(
+                ErrorCode::Unspec,
+                "command sent on the wrong queue",
+            ));
+        }
+        match cmd {
+            GpuCommand::GetDisplayInfo => self.handle_get_display_info(),
+            GpuCommand::GetEdid { scanout } => self.handle_get_edid(scanout),
+            GpuCommand::ResourceCreate2d {
+                resource_id,
+                format,
+                width,
+                height,
+            } => self.handle_resource_create_2d(resource_id, format, width, height),
+            GpuCommand::ResourceUnref { resource_id } => self.handle_resource_unref(resource_id),
+            GpuCommand::SetScanout {
+                scanout_id,
+                resource_id,
+                rect,
+            } => self.handle_set_scanout(scanout_id, resource_id, rect),
+            GpuCommand::ResourceFlush { resource_id, rect } => {
+                self.handle_resource_flush(resource_id, rect)
+            }
+            GpuCommand::TransferToHost2d {
+                resource_id,
+                rect,
+                offset,
+            } => self.handle_transfer_to_host_2d(resource_id, rect, offset),
+            GpuCommand::ResourceAttachBacking {
+                resource_id,
+                entries,
+            } => self.handle_attach_backing(resource_id, &entries),
+            GpuCommand::ResourceDetachBacking { resource_id } => {
+                self.handle_detach_backing(resource_id)
+            }
+            GpuCommand::GetCapsetInfo { capset_index } => self.handle_get_capset_info(capset_index),
+            GpuCommand::GetCapset { capset_id, .. } => self.handle_get_capset(capset_id),
+            GpuCommand::ResourceAssignUuid { resource_id } => {
+                self.handle_resource_assign_uuid(resource_id)
+            }
+            GpuCommand::ResourceCreateBlob {
+                resource_id,
+                blob_mem,
+                blob_flags,
+                blob_id,
+                size,
+                entries,
+            } => self.handle_resource_create_blob(
+                resource_id,
+                blob_mem,
+                blob_flags,
+                blob_id,
+                size,
+                &entries,
+            ),
+            GpuCommand::SetScanoutBlob {
+                scanout_id,
+                resource_id,
+                width,
+                height,
+                format,
+                strides,
+                offsets,
+                rect,
+            } => self.handle_set_scanout_blob(
+                scanout_id,
+                resource_id,
+                BlobImage {
+                    width,
+                    height,
+                    format,
+                    strides,
+                    offsets,
+                },
+                rect,
+            ),
+            GpuCommand::UpdateCursor {
+                pos,
+                resource_id,
+                hot_x,
+                hot_y,
+            } => self.handle_update_cursor(pos, resource_id, hot_x, hot_y),
+            GpuCommand::MoveCursor { pos } => self.handle_move_cursor(pos),
+        }
+    }
+
+    /// The display configuration reported when the frontend gives none:
+    /// scanout 0 enabled at the configured size, the others disabled.
+    fn default_display_info(&self) -> Vec<DisplayOne> {
+        (0..self.config.num_outputs)
+            .map(|i| DisplayOne {
+                rect: Rect {
+                    x: 0,
+                    y: 0,
+                    width: self.config.width,
+                    height: self.config.height,
+                },
+                enabled: i == 0,
+                flags: 0,
+            })
+            .collect()
+    }
+
+    fn handle_get_display_info(&mut self) -> CommandResult {
+        let outputs = usize::try_from(self.config.num_outputs).unwrap_or(usize::MAX);
+        if let Some(mut modes) = self.with_display(Display::display_info) {
+            modes.truncate(outputs);
+            return ok(GpuResponse::OkDisplayInfo(modes));
+        }
+        ok(GpuResponse::OkDisplayInfo(self.default_display_info()))
+    }
+
+    fn handle_get_edid(&mut self, scanout: u32) -> CommandResult {
+        if !self.feature_acked(VIRTIO_GPU_F_EDID) {
+            return Err(CommandError::rejected(
+                ErrorCode::Unspec,
+                "GET_EDID without VIRTIO_GPU_F_EDID",
+            ));
+        }
+        if scanout >= self.config.num_outputs {
+            return Err(CommandError::rejected(
+                ErrorCode::InvalidParameter,
+                "GET_EDID for a scanout that does not exist",
+            ));
+        }
+        if let Some(Some(edid)) = self.with_display(|d| d.edid(scanout)) {
+            return ok(GpuResponse::OkEdid(edid));
+        }
+        let edid = vugpu_protocol::edid::generate_edid(
+            self.config.width,
+            self.config.height,
+            EDID_REFRESH_HZ,
+        )
+        .map_err(|_| {
+            CommandError::rejected(ErrorCode::Unspec, "no EDID can describe the display size")
+        })?;
+        ok(GpuResponse::OkEdid(edid.to_vec()))
+    }
+
+    fn handle_resource_create_2d(
+        &mut self,
+        resource_id: u32,
+        format: u32,
+        width: u32,
+        height: u32,
+    ) -> CommandResult {
+        self.state.create_2d(resource_id, format, width, height)?;
+        self.metrics.resource_created();
+        self.update_gauges();
+        ok(GpuResponse::OkNoData)
+    }
+
+    fn handle_resource_unref(&mut self, resource_id: u32) -> CommandResult {
+        let released = self.state.unref(resource_id)?;
+        self.metrics.backing_released(released);
+        self.metrics.resource_destroyed();
+        self.update_gauges();
+        ok(GpuResponse::OkNoData)
+    }
+
+    fn handle_set_scanout(
+        &mut self,
+        scanout_id: u32,
+        resource_id: u32,
+        rect: Rect,
+    ) -> CommandResult {
+        let update = self
+            .state
+            .set_scanout(scanout_id, resource_id, res_rect(rect))?;
+        self.show_scanout(update);
+        ok(GpuResponse::OkNoData)
+    }
+
+    fn handle_resource_flush(&mut self, resource_id: u32, rect: Rect) -> CommandResult {
+        let updates = self.state.flush(resource_id, res_rect(rect))?;
+        for update in updates {
+            self.push_pixels(&update);
+        }
+        ok(GpuResponse::OkNoData)
+    }
+
+    fn handle_transfer_to_host_2d(
+        &mut self,
+        resource_id: u32,
+        rect: Rect,
+        offset: u64,
+    ) -> CommandResult {
+        self.state
+            .transfer_to_host_2d(resource_id, res_rect(rect), offset)?;
+        ok(GpuResponse::OkNoData)
+    }
+
+    fn handle_attach_backing(&mut self, resource_id: u32, entries: &[MemEntry]) -> CommandResult {
+        let bytes = self
+            .state
+            .attach_backing(resource_id, &res_entries(entries))?;
+        self.metrics.attached(bytes);
+        ok(GpuResponse::OkNoData)
+    }
+
+    fn handle_detach_backing(&mut self, resource_id: u32) -> CommandResult {
+        match self.state.detach_backing(resource_id) {
+            Ok(bytes) => Ok((GpuResponse::OkNoData, Completion::Detached(bytes))),
+            // Detaching what is not attached touches no guest memory: an
+            // error for the guest, but not a refused access.
+            Err(ResourceError::NoBacking { .. }) => Err(CommandError::rejected(
+                ErrorCode::Unspec,
+                "RESOURCE_DETACH_BACKING of a resource without backing",
+            )),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn handle_get_capset_info(&mut self, _capset_index: u32) -> CommandResult {
+        Err(CommandError::rejected(
+            ErrorCode::InvalidParameter,
+            "GET_CAPSET_INFO: the device has no capsets",
+        ))
+    }
+
+    fn handle_get_capset(&mut self, _capset_id: u32) -> CommandResult {
+        Err(CommandError::rejected(
+            ErrorCode::Unspec,
+            "GET_CAPSET: the device has no capsets",
+        ))
+    }
+
+    fn handle_resource_assign_uuid(&mut self, resource_id: u32) -> CommandResult {
+        if !self.feature_acked(VIRTIO_GPU_F_RESOURCE_UUID) {
+            return Err(CommandError::rejected(
+                ErrorCode::Unspec,
+                "RESOURCE_ASSIGN_UUID without VIRTIO_GPU_F_RESOURCE_UUID",
+            ));
+        }
+        let uuid = self.state.assign_uuid(resource_id)?;
+        ok(GpuResponse::OkResourceUuid(uuid))
+    }
+
+    fn require_blob(&self, what: &'static str) -> Result<(), CommandError> {
+        if self.config.blob && self.feature_acked(VIRTIO_GPU_F_RESOURCE_BLOB) {
+            Ok(())
+        } else {
+            Err(CommandError::rejected(ErrorCode::Unspec, what))
+        }
+    }
+
+    fn handle_resource_create_blob(
+        &mut self,
+        resource_id: u32,
+        blob_mem: u32,
+        blob_flags: u32,
+        blob_id: u64,
+        size: u64,
+        entries: &[MemEntry],
+    ) -> CommandResult {
+        self.require_blob("RESOURCE_CREATE_BLOB without VIRTIO_GPU_F_RESOURCE_BLOB")?;
+        let bytes = self.state.create_blob(
+            resource_id,
+            blob_mem,
+            blob_flags,
+            blob_id,
+            size,
+            &res_entries(entries),
+        )?;
+        self.metrics.resource_created();
+        if bytes > 0 {
+            self.metrics.attached(bytes);
+        }
+        self.update_gauges();
+        ok(GpuResponse::OkNoData)
+    }
+
+    fn handle_set_scanout_blob(
+        &mut self,
+        scanout_id: u32,
+        resource_id: u32,
+        image: BlobImage,
+        rect: Rect,
+    ) -> CommandResult {
+        self.require_blob("SET_SCANOUT_BLOB without VIRTIO_GPU_F_RESOURCE_BLOB")?;
+        let update = self.state.set_scanout_blob(
+            scanout_id,
+            resource_id,
+            image.width,
+            image.height,
+            image.format,
+            image.strides,
+            image.offsets,
+            res_rect(rect),
+        )?;
+        self.show_scanout(update);
+        ok(GpuResponse::OkNoData)
+    }
+
+    fn handle_update_cursor(
+        &mut self,
+        pos: CursorPos,
+        resource_id: u32,
+        hot_x: u32,
+        hot_y: u32,
+    ) -> CommandResult {
+        self.state.move_cursor(pos.scanout_id, pos.x, pos.y)?;
+        let image = self.state.update_cursor(resource_id, hot_x, hot_y)?;
+        match image {
+            Some(image) if image.pixels.len() == CURSOR_BYTES => {
+                let mut data = [0u8; CURSOR_BYTES];
+                data.copy_from_slice(&image.pixels);
+                to_bgrx(image.format, &mut data);
+                self.with_display(|d| {
+                    d.cursor_update(pos.scanout_id, pos.x, pos.y, hot_x, hot_y, &data)
+                });
+            }
+            Some(image) => {
+                warn!(
+                    "vhost-user-gpu: cursor image of {} bytes, expected {CURSOR_BYTES}",
+                    image.pixels.len()
+                );
+            }
+            None => {
+                self.with_display(|d| d.cursor_hide(pos.scanout_id, pos.x, pos.y));
+            }
+        }
+        ok(GpuResponse::OkNoData)
+    }
+
+    fn handle_move_cursor(&mut self, pos: CursorPos) -> CommandResult {
+        self.state.move_cursor(pos.scanout_id, pos.x, pos.y)?;
+        self.with_display(|d| d.cursor_pos(pos.scanout_id, pos.x, pos.y));
+        ok(GpuResponse::OkNoData)
+    }
+
+    /// Tells the display about a scanout change and sends its content.
+    fn show_scanout(&mut self, update: ScanoutUpdate) {
+        if self.display.is_none() {
+            return;
+        }
+        let (width, height) = if update.resource_id == 0 {
+            (0, 0)
+        } else {
+            (update.width, update.height)
+        };
+        if self
+            .with_display(|d| d.set_scanout(update.scanout_id, width, height))
+            .is_none()
+        {
+            return;
+        }
+        // A guest blob without backing has no content to show yet; reading
+        // it would be a refused access, so wait for a flush after ATTACH.
+        if update.resource_id != 0 && self.backing_readable(update.resource_id) {
+            self.push_pixels(&update);
+        }
+    }
+
+    /// True if showing resource `id` touches no guest memory it does not own.
+    fn backing_readable(&self, id: u32) -> bool {
+        match self.state.resource_kind(id) {
+            Some(kind) if kind.is_blob() => self.state.has_backing(id),
+            Some(_) => true,
+            None => false,
+        }
+    }
+
+    /// Reads the pixels of `update` and sends them to the display.
+    fn push_pixels(&mut self, update: &ScanoutUpdate) {
+        if self.display.is_none() || update.resource_id == 0 {
+            return;
+        }
+        let mut pixels = std::mem::take(&mut self.pixels);
+        match self
+            .state
+            .read_pixels(update.resource_id, update.src, &mut pixels)
+        {
+            Ok(()) => {
+                to_bgrx(update.format, &mut pixels);
+                let rect = Rect {
+                    x: update.dst_x,
+                    y: update.dst_y,
+                    width: update.src.width,
+                    height: update.src.height,
+                };
+                self.with_display(|d| d.update(update.scanout_id, rect, &pixels));
+            }
+            Err(e) => {
+                if e.is_refused_access() {
+                    self.metrics.refused_access();
+                }
+                guest_warn!(
+                    self.warn_limiter,
+                    "vhost-user-gpu: reading scanout {} pixels: {}",
+                    update.scanout_id,
+                    error_chain(&e)
+                );
+            }
+        }
+        self.pixels = pixels;
+    }
+}
+
+/// The image layout fields of SET_SCANOUT_BLOB.
+#[derive(Debug, Clone, Copy)]
+struct BlobImage {
+    width: u32,
+    height: u32,
+    format: u32,
+    strides: [u32; 4],
+    offsets: [u32; 4],
+}
+
+/// The guest response code of a resource error.
+fn resource_code(e: &ResourceError) -> ErrorCode {
+    ErrorCode::from_response_type(e.error_code() as u32).unwrap_or(ErrorCode::Unspec)
+}
+
+/// A protocol rectangle as the resource state takes it.
+fn res_rect(r: Rect) -> vugpu_resources::Rect {
+    vugpu_resources::Rect {
+        x: r.x,
+        y: r.y,
+        width: r.width,
+        height: r.height,
+    }
+}
+
+/// Protocol memory entries as the resource state takes them (as many as
+/// were decoded, which the decode limit bounds).
+fn res_entries(entries: &[MemEntry]) -> Vec<vugpu_resources::MemEntry> {
+    entries
+        .iter()
+        .map(|e| vugpu_resources::MemEntry {
+            addr: e.addr,
+            length: e.length,
+        })
+        .collect()
+}
+
+/// `error: cause: cause...` for logs.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}

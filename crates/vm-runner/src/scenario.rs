@@ -105,7 +105,7 @@ impl Scenario {
     /// `vugpu.args=` on the kernel command line).
     pub fn workload_args(self) -> Vec<String> {
         let mut args: Vec<&str> = match self {
-            Self::Smoke => return vec!["--smoke".to_owned()],
+            Self::Smoke => vec!["--smoke"],
             Self::Evict | Self::QemuBuiltin => PRESSURE_ARGS.to_vec(),
             Self::Purge => [&PRESSURE_ARGS[..], &["--dontneed-every", "2"]].concat(),
             Self::Baseline => [&PRESSURE_ARGS[..], &["--no-madvise"]].concat(),
@@ -119,11 +119,30 @@ impl Scenario {
         args.into_iter().map(str::to_owned).collect()
     }
 
+    /// The `vugpu.scenario=` value for the initramfs' `/init`.
+    ///
+    /// `/init` knows a fixed set of scenario names, each with default
+    /// workload arguments, and appends `vugpu.args` after them; the
+    /// workload lets a repeated option's last value win. So each scenario
+    /// maps to the `/init` scenario whose defaults are compatible, `custom`
+    /// (no defaults) where there is none, and [`Scenario::workload_args`]
+    /// always carries the complete argument list including `--scenario
+    /// <name>`, which makes the report name the runner's scenario.
+    pub fn init_scenario(self) -> &'static str {
+        match self {
+            Self::Smoke => "smoke",
+            Self::Evict | Self::QemuBuiltin => "evict",
+            Self::Purge => "custom",
+            Self::Baseline => "baseline",
+            Self::Blob => "evict-blob",
+        }
+    }
+
     /// The kernel command line.
     pub fn kernel_cmdline(self) -> String {
         format!(
             "console=ttyS0 panic=-1 vugpu.scenario={} vugpu.args={}",
-            self.name(),
+            self.init_scenario(),
             self.workload_args().join(",")
         )
     }
@@ -157,7 +176,7 @@ mod tests {
         let line = Scenario::Purge.kernel_cmdline();
 
         assert!(line.ends_with(
-            "vugpu.scenario=purge vugpu.args=--scenario,purge,--kind,2d,--total-ram-ratio,1.5,--object-mib,4,--dontneed-every,2"
+            "vugpu.scenario=custom vugpu.args=--scenario,purge,--kind,2d,--total-ram-ratio,1.5,--object-mib,4,--dontneed-every,2"
         ), "{line}");
     }
 

@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# The test command (README "test it"; .ci/run calls it on a clean clone).
+#
+# Usage: ci/test.sh
+#
+# Steps, each printed with its wall time; a failing step does not stop the
+# independent ones, and the exit status is non-zero if any step failed:
+#   1. ci/install-deps.sh                      (skip: VUGPU_SKIP_DEPS=1)
+#   2. cargo fmt --all --check
+#   3. cargo clippy --workspace --all-targets -- -D warnings
+#   4. cargo test --workspace
+#   5. cargo build --release -p vhost-user-gpu -p vugpu-vm-runner
+#   6. ci/build-guest-kernel.sh                 (patched)
+#   7. ci/build-guest-kernel.sh --unpatched     (baseline)
+#   8. ci/build-initramfs.sh
+#   9. vugpu-vm run <scenarios>                 boots the guests
+#
+# Environment:
+#   VUGPU_SCENARIOS   scenarios for step 9 (default: all =
+#                     "smoke evict purge baseline qemu-builtin blob")
+#   VUGPU_ACCEL       auto|tcg|kvm for vugpu-vm (default: auto)
+#   VUGPU_TIMEOUT     per-scenario guest deadline in seconds (default: 300)
+#   VUGPU_RUN_DIR     artifact directory (default: target/vugpu-runs/ci-<UTC time>)
+#   VUGPU_KERNEL_JOBS make -j for the kernel builds (default: nproc)
+set -euo pipefail
+
+SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO_DIR=$(cd "$SCRIPT_DIR/.." && pwd)
+PROG=test
+# shellcheck source=ci/lib.sh
+. "$SCRIPT_DIR/lib.sh"
+cd "$REPO_DIR"
+
+[ $# -eq 0 ] || { sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "$0" >&2; exit 2; }
+
+SCENARIOS=${VUGPU_SCENARIOS:-smoke evict purge baseline qemu-builtin blob}
+ACCEL=${VUGPU_ACCEL:-auto}
+TIMEOUT=${VUGPU_TIMEOUT:-300}
+RUN_DIR=${VUGPU_RUN_DIR:-$REPO_DIR/target/vugpu-runs/ci-$(date -u +%Y%m%d-%H%M%S)}
+JOBS=${VUGPU_KERNEL_JOBS:-$(nproc)}
+TARGET_DIR=${CARGO_TARGET_DIR:-$REPO_DIR/target}
+START=$(date +%s)
+
+if [ "${VUGPU_SKIP_DEPS:-0}" != 1 ]; then
+	step "install dependencies" ci/install-deps.sh || :
+fi
+
+step "cargo fmt --check" cargo fmt --all -- --check || :
+step "cargo clippy -D warnings" cargo clippy --workspace --all-targets -- -D warnings || :
+step "cargo test --workspace" cargo test --workspace || :
+
+BUILD_OK=1
+step "cargo build --release" cargo build --release -p vhost-user-gpu -p vugpu-vm-runner || BUILD_OK=0
+
+KERNEL="" UNPATCHED=""
+step "guest kernel (patched)" build_artifact KERNEL ci/build-guest-kernel.sh --jobs "$JOBS" || BUILD_OK=0
+step "guest kernel (unpatched)" build_artifact UNPATCHED ci/build-guest-kernel.sh --unpatched --jobs "$JOBS" || BUILD_OK=0
+INITRD=""
+step "initramfs" build_artifact INITRD ci/build-initramfs.sh --skip-deps || BUILD_OK=0
+
+if [ "$BUILD_OK" = 1 ]; then
+	# shellcheck disable=SC2086 # the scenario list is split on purpose
+	step "guest scenarios ($SCENARIOS)" run "$TARGET_DIR/release/vugpu-vm" run $SCENARIOS \
+		--kernel "$KERNEL" --unpatched-kernel "$UNPATCHED" --initrd "$INITRD" \
+		--daemon "$TARGET_DIR/release/vhost-user-gpu" --accel "$ACCEL" \
+		--timeout-secs "$TIMEOUT" --run-dir "$RUN_DIR" || :
+else
+	step_skip "guest scenarios ($SCENARIOS)" "a build step failed"
+fi
+
+step_report
+say "wall time $(($(date +%s) - START)) s; artifacts in $RUN_DIR"
+if [ "$STEP_FAILED" -ne 0 ]; then
+	say "FAILED"
+	exit 1
+fi
+say "PASSED"

@@ -183,13 +183,8 @@ fn page_entries(base: u64, count: u32, stride: u64) -> Vec<MemEntry> {
 fn attach_request(id: u32, entries: &[MemEntry]) -> Vec<u8> {
     GpuCommand::ResourceAttachBacking {
         resource_id: id,
-        entries: entries
-            .iter()
-            .map(|e| vugpu_protocol::MemEntry {
-                addr: e.addr,
-                length: e.length,
-            })
-            .collect(),
+        // vugpu_resources::MemEntry is the protocol crate's type.
+        entries: entries.to_vec(),
     }
     .to_bytes(&CtrlHeader::default())
 }
@@ -252,7 +247,7 @@ fn bench_attach_detach(
     );
     let row = |name: &str, s: Stats| {
         println!(
-            "    {name:<34} median {:>9.1} us   p99 {:>9.1} us",
+            "    {name:<40} median {:>9.1} us   p99 {:>9.1} us",
             us(s.median),
             us(s.p99)
         );
@@ -331,12 +326,12 @@ fn bench_transfer(
         entries.len()
     );
     println!(
-        "    transfer_to_host_2d                median {:>9.1} us   p99 {:>9.1} us   {bw_t:>6.2} GiB/s",
+        "    transfer_to_host_2d                      median {:>9.1} us   p99 {:>9.1} us   {bw_t:>6.2} GiB/s",
         us(t.median),
         us(t.p99)
     );
     println!(
-        "    ref: memcpy of the same bytes      median {:>9.1} us   p99 {:>9.1} us   {bw_m:>6.2} GiB/s",
+        "    ref: memcpy of the same bytes            median {:>9.1} us   p99 {:>9.1} us   {bw_m:>6.2} GiB/s",
         us(m.median),
         us(m.p99)
     );

@@ -44,3 +44,6 @@ pub use response::{response_header, DisplayOne, EncodeError, ErrorCode, GpuRespo
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod property_tests;

@@ -23,13 +23,14 @@
 //! counted as a decode error. Guest-triggered warnings are rate limited.
 
 use std::io::{Read, Write};
+use std::ops::Deref;
 use std::sync::Arc;
 use std::time::Instant;
 
 use log::{debug, error, info, log_enabled, warn, Level};
 use vhost_user_backend::{VringRwLock, VringT};
 use virtio_queue::{DescriptorChain, QueueT};
-use vm_memory::{GuestAddressSpace, GuestMemoryLoadGuard, GuestMemoryMmap};
+use vm_memory::{GuestAddressSpace, GuestMemoryMmap};
 use vugpu_metrics::Metrics;
 use vugpu_protocol::wire::{
     VIRTIO_GPU_FORMAT_A8B8G8R8_UNORM, VIRTIO_GPU_FORMAT_A8R8G8B8_UNORM,
@@ -398,13 +399,16 @@ impl Device {
     }
 
     /// Serves one descriptor chain and returns the used length to report.
-    pub fn process_chain(
+    pub fn process_chain<M>(
         &mut self,
-        chain: DescriptorChain<GuestMemoryLoadGuard<GuestMemoryMmap<()>>>,
+        chain: DescriptorChain<M>,
         mem: &GuestMemoryMmap<()>,
         kind: QueueKind,
         dequeued: Instant,
-    ) -> u32 {
+    ) -> u32
+    where
+        M: Deref<Target = GuestMemoryMmap<()>> + Clone,
+    {
         let reader = chain.clone().reader(mem);
         let writer = chain.writer(mem);
         let (mut reader, mut writer) = match (reader, writer) {
@@ -981,3 +985,6 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
     }
     text
 }
+
+#[cfg(test)]
+mod tests;

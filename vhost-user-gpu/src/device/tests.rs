@@ -1,0 +1,422 @@
+//! Unit tests of the dispatcher and of per-chain processing, with guest
+//! memory in an anonymous mapping and chains built by `MockSplitQueue`.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use virtio_bindings::virtio_ring::VRING_DESC_F_WRITE;
+use virtio_queue::desc::{split::Descriptor as SplitDescriptor, RawDescriptor};
+use virtio_queue::mock::MockSplitQueue;
+use vm_memory::{Bytes, GuestAddress, GuestMemoryAtomic, GuestMemoryMmap};
+use vugpu_metrics::Metrics;
+use vugpu_protocol::wire::{
+    VIRTIO_GPU_FLAG_FENCE, VIRTIO_GPU_FORMAT_B8G8R8X8_UNORM, VIRTIO_GPU_FORMAT_R8G8B8A8_UNORM,
+    VIRTIO_GPU_FORMAT_X8R8G8B8_UNORM, VIRTIO_GPU_F_EDID, VIRTIO_GPU_RESP_ERR_INVALID_PARAMETER,
+    VIRTIO_GPU_RESP_ERR_UNSPEC, VIRTIO_GPU_RESP_OK_NODATA,
+};
+use vugpu_protocol::{decode_header, CtrlHeader, GpuCommand, GpuResponse, MemEntry, Rect};
+
+use super::{to_bgrx, Device, QueueKind};
+use crate::config::DeviceConfig;
+
+/// Guest memory size: room for the rings, a request, a response and a
+/// resource's backing.
+const MEM_SIZE: usize = 0x40_0000;
+/// Where requests are placed (the rings live below 1 MiB).
+const REQ_ADDR: u64 = 0x10_0000;
+/// Where the device writes responses.
+const RESP_ADDR: u64 = 0x20_0000;
+/// Backing pages of test resources.
+const BACKING_ADDR: u64 = 0x30_0000;
+/// A 4x4 resource of 4-byte pixels.
+const SIDE: u32 = 4;
+const RES_BYTES: u32 = SIDE * SIDE * 4;
+
+struct Fixture {
+    mem: GuestMemoryMmap<()>,
+    metrics: Arc<Metrics>,
+    device: Device,
+}
+
+fn fixture() -> Fixture {
+    let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), MEM_SIZE)])
+        .expect("anonymous guest memory");
+    let metrics = Arc::new(Metrics::new());
+    let device = Device::new(
+        DeviceConfig::default(),
+        Arc::clone(&metrics),
+        GuestMemoryAtomic::new(mem.clone()),
+    )
+    .expect("device state");
+    Fixture {
+        mem,
+        metrics,
+        device,
+    }
+}
+
+impl Fixture {
+    /// Puts `cmd` with `hdr` on a one-chain queue (request descriptor, then
+    /// a writable response descriptor of `resp_len` bytes unless 0) and
+    /// returns the used length and the response bytes.
+    fn submit_bytes(&mut self, request: &[u8], resp_len: u32) -> (u32, Vec<u8>) {
+        self.mem
+            .write_slice(request, GuestAddress(REQ_ADDR))
+            .expect("request fits");
+        let queue = MockSplitQueue::new(&self.mem, 16);
+        let mut descs = vec![RawDescriptor::from(SplitDescriptor::new(
+            REQ_ADDR,
+            u32::try_from(request.len()).expect("small request"),
+            0,
+            0,
+        ))];
+        if resp_len > 0 {
+            descs.push(RawDescriptor::from(SplitDescriptor::new(
+                RESP_ADDR,
+                resp_len,
+                u16::try_from(VRING_DESC_F_WRITE).expect("flag"),
+                0,
+            )));
+        }
+        let chain = queue.build_desc_chain(&descs).expect("chain");
+        let used = self
+            .device
+            .process_chain(chain, &self.mem, QueueKind::Control, Instant::now());
+        let mut out = vec![0u8; used as usize];
+        self.mem
+            .read_slice(&mut out, GuestAddress(RESP_ADDR))
+            .expect("response readable");
+        (used, out)
+    }
+
+    fn submit(&mut self, hdr: &CtrlHeader, cmd: &GpuCommand) -> CtrlHeader {
+        let (used, out) = self.submit_bytes(&cmd.to_bytes(hdr), 64);
+        assert!(used >= 24, "no response header written");
+        decode_header(&out).expect("response header")
+    }
+
+    fn create_attached_resource(&mut self, id: u32) {
+        let hdr = CtrlHeader::default();
+        self.submit(
+            &hdr,
+            &GpuCommand::ResourceCreate2d {
+                resource_id: id,
+                format: VIRTIO_GPU_FORMAT_B8G8R8X8_UNORM,
+                width: SIDE,
+                height: SIDE,
+            },
+        );
+        let resp = self.submit(
+            &hdr,
+            &GpuCommand::ResourceAttachBacking {
+                resource_id: id,
+                entries: vec![MemEntry {
+                    addr: BACKING_ADDR,
+                    length: RES_BYTES,
+                }],
+            },
+        );
+        assert_eq!(resp.type_, VIRTIO_GPU_RESP_OK_NODATA);
+    }
+}
+
+fn full_rect() -> Rect {
+    Rect {
+        x: 0,
+        y: 0,
+        width: SIDE,
+        height: SIDE,
+    }
+}
+
+#[test]
+fn test_process_chain_fenced_detach_completes_after_backing_dropped() {
+    let mut f = fixture();
+    f.create_attached_resource(1);
+    let hdr = CtrlHeader {
+        flags: VIRTIO_GPU_FLAG_FENCE,
+        fence_id: 77,
+        ..Default::default()
+    };
+
+    let resp = f.submit(&hdr, &GpuCommand::ResourceDetachBacking { resource_id: 1 });
+
+    assert_eq!(resp.type_, VIRTIO_GPU_RESP_OK_NODATA);
+    assert_eq!(resp.flags & VIRTIO_GPU_FLAG_FENCE, VIRTIO_GPU_FLAG_FENCE);
+    assert_eq!(resp.fence_id, 77);
+    assert!(!f.device.state.has_backing(1));
+    let m = f.metrics.snapshot();
+    assert_eq!(m.detach_backing_total, 1);
+    assert_eq!(m.detached_bytes_total, u64::from(RES_BYTES));
+    assert_eq!(m.attached_bytes, 0);
+    assert_eq!(m.fences_completed_total, 1);
+    assert_eq!(m.detach_latency_seconds.count, 1);
+}
+
+#[test]
+fn test_process_chain_detach_then_reattach_keeps_host_content() {
+    let mut f = fixture();
+    f.create_attached_resource(1);
+    let pattern: Vec<u8> = (0..RES_BYTES).map(|i| (i % 251) as u8).collect();
+    f.mem
+        .write_slice(&pattern, GuestAddress(BACKING_ADDR))
+        .expect("backing writable");
+    let hdr = CtrlHeader::default();
+    f.submit(
+        &hdr,
+        &GpuCommand::TransferToHost2d {
+            resource_id: 1,
+            rect: full_rect(),
+            offset: 0,
+        },
+    );
+    f.submit(&hdr, &GpuCommand::ResourceDetachBacking { resource_id: 1 });
+    f.mem
+        .write_slice(&[0xee; RES_BYTES as usize], GuestAddress(BACKING_ADDR))
+        .expect("backing writable");
+
+    let resp = f.submit(
+        &hdr,
+        &GpuCommand::ResourceAttachBacking {
+            resource_id: 1,
+            entries: vec![MemEntry {
+                addr: BACKING_ADDR + 0x1000,
+                length: RES_BYTES,
+            }],
+        },
+    );
+
+    assert_eq!(resp.type_, VIRTIO_GPU_RESP_OK_NODATA);
+    let mut pixels = Vec::new();
+    f.device
+        .state
+        .read_pixels(1, super::res_rect(full_rect()), &mut pixels)
+        .expect("pixels readable");
+    assert_eq!(pixels, pattern);
+}
+
+#[test]
+fn test_process_chain_transfer_without_backing_is_refused_access() {
+    let mut f = fixture();
+    f.create_attached_resource(1);
+    let hdr = CtrlHeader::default();
+    f.submit(&hdr, &GpuCommand::ResourceDetachBacking { resource_id: 1 });
+
+    let resp = f.submit(
+        &hdr,
+        &GpuCommand::TransferToHost2d {
+            resource_id: 1,
+            rect: full_rect(),
+            offset: 0,
+        },
+    );
+
+    assert_eq!(resp.type_, VIRTIO_GPU_RESP_ERR_UNSPEC);
+    let m = f.metrics.snapshot();
+    assert_eq!(m.refused_guest_accesses_total, 1);
+    assert_eq!(m.command_errors["err_unspec"], 1);
+}
+
+#[test]
+fn test_process_chain_detach_without_backing_is_error_but_not_refused_access() {
+    let mut f = fixture();
+    f.create_attached_resource(1);
+    let hdr = CtrlHeader::default();
+    f.submit(&hdr, &GpuCommand::ResourceDetachBacking { resource_id: 1 });
+
+    let resp = f.submit(&hdr, &GpuCommand::ResourceDetachBacking { resource_id: 1 });
+
+    assert_eq!(resp.type_, VIRTIO_GPU_RESP_ERR_UNSPEC);
+    assert_eq!(f.metrics.snapshot().refused_guest_accesses_total, 0);
+}
+
+#[test]
+fn test_process_chain_without_writable_part_is_decode_error() {
+    let mut f = fixture();
+    let request = GpuCommand::GetDisplayInfo.to_bytes(&CtrlHeader::default());
+
+    let (used, _) = f.submit_bytes(&request, 0);
+
+    assert_eq!(used, 0);
+    assert_eq!(f.metrics.snapshot().decode_errors_total, 1);
+}
+
+#[test]
+fn test_process_chain_truncated_attach_is_invalid_parameter() {
+    let mut f = fixture();
+    let mut request = GpuCommand::ResourceAttachBacking {
+        resource_id: 1,
+        entries: vec![MemEntry {
+            addr: BACKING_ADDR,
+            length: RES_BYTES,
+        }],
+    }
+    .to_bytes(&CtrlHeader::default());
+    // nr_entries (bytes 28..32) claims 5 entries, one follows.
+    request[28..32].copy_from_slice(&5u32.to_le_bytes());
+
+    let (used, out) = f.submit_bytes(&request, 64);
+
+    assert_eq!(used, 24);
+    let resp = decode_header(&out).expect("header");
+    assert_eq!(resp.type_, VIRTIO_GPU_RESP_ERR_INVALID_PARAMETER);
+    let m = f.metrics.snapshot();
+    assert_eq!(m.decode_errors_total, 1);
+    assert_eq!(m.commands["resource_attach_backing"], 1);
+}
+
+#[test]
+fn test_process_chain_unknown_command_is_unspec_and_counted_unknown() {
+    let mut f = fixture();
+    let mut request = GpuCommand::GetDisplayInfo.to_bytes(&CtrlHeader::default());
+    request[0..4].copy_from_slice(&0x0777u32.to_le_bytes());
+
+    let (used, out) = f.submit_bytes(&request, 64);
+
+    assert_eq!(used, 24);
+    assert_eq!(
+        decode_header(&out).expect("header").type_,
+        VIRTIO_GPU_RESP_ERR_UNSPEC
+    );
+    assert_eq!(f.metrics.snapshot().commands["unknown"], 1);
+}
+
+#[test]
+fn test_process_chain_response_buffer_too_small_returns_zero() {
+    let mut f = fixture();
+    let request = GpuCommand::GetDisplayInfo.to_bytes(&CtrlHeader::default());
+
+    // A header fits, the 408-byte display info does not.
+    let (used, _) = f.submit_bytes(&request, 32);
+
+    assert_eq!(used, 0);
+    assert_eq!(f.metrics.snapshot().decode_errors_total, 1);
+}
+
+#[test]
+fn test_dispatch_get_display_info_headless_reports_configured_mode() {
+    let mut f = fixture();
+
+    let (resp, _) = f
+        .device
+        .dispatch(GpuCommand::GetDisplayInfo, QueueKind::Control)
+        .expect("display info");
+
+    let GpuResponse::OkDisplayInfo(modes) = resp else {
+        panic!("unexpected response {resp:?}");
+    };
+    assert_eq!(modes.len(), 1);
+    assert!(modes[0].enabled);
+    assert_eq!((modes[0].rect.width, modes[0].rect.height), (1280, 800));
+}
+
+#[test]
+fn test_dispatch_get_edid_without_feature_is_unspec() {
+    let mut f = fixture();
+
+    let err = f
+        .device
+        .dispatch(GpuCommand::GetEdid { scanout: 0 }, QueueKind::Control)
+        .expect_err("feature not acked");
+
+    assert_eq!(err.code(), vugpu_protocol::ErrorCode::Unspec);
+}
+
+#[test]
+fn test_dispatch_get_edid_with_feature_returns_generated_block() {
+    let mut f = fixture();
+    f.device.set_acked_features(1 << VIRTIO_GPU_F_EDID);
+
+    let (resp, _) = f
+        .device
+        .dispatch(GpuCommand::GetEdid { scanout: 0 }, QueueKind::Control)
+        .expect("edid");
+
+    let GpuResponse::OkEdid(edid) = resp else {
+        panic!("unexpected response {resp:?}");
+    };
+    assert_eq!(edid.len(), 128);
+    assert_eq!(&edid[..8], &[0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0]);
+}
+
+#[test]
+fn test_dispatch_create_blob_without_blob_feature_is_unspec() {
+    let mut f = fixture();
+    let cmd = GpuCommand::ResourceCreateBlob {
+        resource_id: 1,
+        blob_mem: 1,
+        blob_flags: 0,
+        blob_id: 0,
+        size: 4096,
+        entries: Vec::new(),
+    };
+
+    let err = f
+        .device
+        .dispatch(cmd, QueueKind::Control)
+        .expect_err("blob not negotiated");
+
+    assert_eq!(err.code(), vugpu_protocol::ErrorCode::Unspec);
+    assert_eq!(f.device.state.resource_count(), 0);
+}
+
+#[test]
+fn test_dispatch_cursor_command_on_control_queue_is_unspec() {
+    let mut f = fixture();
+    let cmd = GpuCommand::MoveCursor {
+        pos: vugpu_protocol::CursorPos::default(),
+    };
+
+    let err = f
+        .device
+        .dispatch(cmd, QueueKind::Control)
+        .expect_err("wrong queue");
+
+    assert_eq!(err.code(), vugpu_protocol::ErrorCode::Unspec);
+}
+
+#[test]
+fn test_dispatch_get_capset_info_without_capsets_is_invalid_parameter() {
+    let mut f = fixture();
+
+    let err = f
+        .device
+        .dispatch(
+            GpuCommand::GetCapsetInfo { capset_index: 0 },
+            QueueKind::Control,
+        )
+        .expect_err("no capsets");
+
+    assert_eq!(err.code(), vugpu_protocol::ErrorCode::InvalidParameter);
+}
+
+#[test]
+fn test_reset_drops_resources_and_attached_bytes() {
+    let mut f = fixture();
+    f.create_attached_resource(1);
+
+    f.device.reset();
+
+    assert_eq!(f.device.state.resource_count(), 0);
+    let m = f.metrics.snapshot();
+    assert_eq!(m.attached_bytes, 0);
+    assert_eq!(m.resources, 0);
+}
+
+#[test]
+fn test_to_bgrx_x8r8g8b8_bytes_are_reversed() {
+    let mut px = [0x00, 0x11, 0x22, 0x33];
+
+    to_bgrx(VIRTIO_GPU_FORMAT_X8R8G8B8_UNORM, &mut px);
+
+    assert_eq!(px, [0x33, 0x22, 0x11, 0x00]);
+}
+
+#[test]
+fn test_to_bgrx_r8g8b8a8_swaps_red_and_blue() {
+    let mut px = [0x11, 0x22, 0x33, 0x44];
+
+    to_bgrx(VIRTIO_GPU_FORMAT_R8G8B8A8_UNORM, &mut px);
+
+    assert_eq!(px, [0x33, 0x22, 0x11, 0x44]);
+}

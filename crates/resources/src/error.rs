@@ -24,6 +24,13 @@ pub enum ResourceError {
         /// Resource id.
         id: u32,
     },
+    /// DETACH_BACKING of a resource that has no backing. Not a refused access:
+    /// nothing would have touched guest memory.
+    #[error("resource {id} has no backing to detach")]
+    BackingNotAttached {
+        /// Resource id.
+        id: u32,
+    },
     /// The backing entries do not cover the bytes the resource needs.
     #[error("backing of {total} bytes does not cover the {required} bytes resource {id} needs")]
     BackingTooSmall {
@@ -245,6 +252,7 @@ impl ResourceError {
     pub fn error_code(&self) -> ErrorCode {
         match self {
             Self::BackingAlreadyAttached { .. }
+            | Self::BackingNotAttached { .. }
             | Self::GuestMemory { .. }
             | Self::InvalidConfig(_)
             | Self::NoBacking { .. }
@@ -311,6 +319,14 @@ mod tests {
 
         assert_eq!(err.error_code(), ErrorCode::InvalidParameter);
         assert!(err.is_refused_access());
+    }
+
+    #[test]
+    fn test_error_code_detach_without_backing_is_unspec_and_not_refused() {
+        let err = ResourceError::BackingNotAttached { id: 1 };
+
+        assert_eq!(err.error_code(), ErrorCode::Unspec);
+        assert!(!err.is_refused_access());
     }
 
     #[test]

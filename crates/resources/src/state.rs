@@ -608,14 +608,12 @@ impl GpuState {
     /// # Errors
     ///
     /// Unknown `id`: [`ResourceError::UnknownResource`]; no backing:
-    /// [`ResourceError::NoBacking`] (`ERR_UNSPEC`).
+    /// [`ResourceError::BackingNotAttached`] (`ERR_UNSPEC`, not a refused
+    /// access).
     pub fn detach_backing(&mut self, id: u32) -> Result<u64, ResourceError> {
         let resource = self.resource(id)?;
         if resource.backing.is_none() {
-            return Err(ResourceError::NoBacking {
-                id,
-                op: "detach backing",
-            });
+            return Err(ResourceError::BackingNotAttached { id });
         }
         let is_2d = matches!(resource.kind, ResourceKind::TwoD { .. });
         let detached = self

@@ -642,6 +642,7 @@ fn test_detach_backing_without_backing_is_unspec() {
     let err = state.detach_backing(1).expect_err("no backing");
 
     assert_eq!(code(&err), ErrorCode::Unspec);
+    assert!(!err.is_refused_access());
 }
 
 #[test]

@@ -257,6 +257,14 @@ mod tests {
     }
 
     #[test]
+    fn test_parse_repeated_flag_is_accepted() {
+        let a = parse(&["--smoke", "--scenario", "a", "--smoke", "--scenario", "b"]).unwrap();
+
+        assert!(a.smoke);
+        assert_eq!(a.scenario, "b");
+    }
+
+    #[test]
     fn test_parse_blob_kind_accepted() {
         let a = parse(&["--kind", "blob"]).unwrap();
 

@@ -56,6 +56,9 @@ const HDR_SIZE: usize = 24;
 const RESP_BUF_SIZE: usize = 2048;
 /// Refresh rate of the generated EDID's preferred mode.
 const EDID_REFRESH_HZ: u32 = 60;
+/// Pixels are read from a resource and sent to the display in bands of
+/// about this many bytes.
+const PIXEL_BAND_BYTES: u64 = 1 << 20;
 /// Guest-triggered warnings logged per second at most.
 const GUEST_WARN_BURST: u32 = 20;
 
@@ -906,22 +909,20 @@ impl Device {
         if self.display.is_none() || update.resource_id == 0 {
             return;
         }
+        // Read and send in bands of whole rows so the host buffer stays
+        // around PIXEL_BAND_BYTES whatever the resource size.
+        let row_bytes = u64::from(update.src.width).saturating_mul(4).max(1);
+        let band_rows = u32::try_from((PIXEL_BAND_BYTES / row_bytes).max(1)).unwrap_or(u32::MAX);
         let mut pixels = std::mem::take(&mut self.pixels);
-        match self
-            .state
-            .read_pixels(update.resource_id, update.src, &mut pixels)
-        {
-            Ok(()) => {
-                to_bgrx(update.format, &mut pixels);
-                let rect = Rect {
-                    x: update.dst_x,
-                    y: update.dst_y,
-                    width: update.src.width,
-                    height: update.src.height,
-                };
-                self.with_display(|d| d.update(update.scanout_id, rect, &pixels));
-            }
-            Err(e) => {
+        let mut done = 0;
+        while done < update.src.height && self.display.is_some() {
+            let rows = band_rows.min(update.src.height - done);
+            let src = vugpu_resources::Rect {
+                y: update.src.y + done,
+                height: rows,
+                ..update.src
+            };
+            if let Err(e) = self.state.read_pixels(update.resource_id, src, &mut pixels) {
                 if e.is_refused_access() {
                     self.metrics.refused_access();
                 }
@@ -931,7 +932,17 @@ impl Device {
                     update.scanout_id,
                     error_chain(&e)
                 );
+                break;
             }
+            to_bgrx(update.format, &mut pixels);
+            let rect = Rect {
+                x: update.dst_x,
+                y: update.dst_y.saturating_add(done),
+                width: src.width,
+                height: rows,
+            };
+            self.with_display(|d| d.update(update.scanout_id, rect, &pixels));
+            done += rows;
         }
         self.pixels = pixels;
     }

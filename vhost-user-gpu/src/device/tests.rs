@@ -420,3 +420,153 @@ fn test_to_bgrx_r8g8b8a8_swaps_red_and_blue() {
 
     assert_eq!(px, [0x33, 0x22, 0x11, 0x44]);
 }
+
+/// A fake frontend on the other end of the display socket: answers the
+/// protocol-feature and display-info requests, and records every other
+/// message as (request, payload).
+mod fake_display {
+    use std::io::{Read, Write};
+    use std::os::unix::net::UnixStream;
+    use std::sync::mpsc::{channel, Receiver};
+    use std::thread;
+
+    pub const GET_PROTOCOL_FEATURES: u32 = 1;
+    pub const SET_PROTOCOL_FEATURES: u32 = 2;
+    pub const GET_DISPLAY_INFO: u32 = 3;
+    pub const SCANOUT: u32 = 7;
+    pub const UPDATE: u32 = 8;
+    const REPLY: u32 = 0x4;
+
+    fn reply(sock: &mut UnixStream, request: u32, payload: &[u8]) {
+        let mut msg = Vec::new();
+        msg.extend_from_slice(&request.to_le_bytes());
+        msg.extend_from_slice(&REPLY.to_le_bytes());
+        msg.extend_from_slice(&u32::try_from(payload.len()).expect("len").to_le_bytes());
+        msg.extend_from_slice(payload);
+        sock.write_all(&msg).expect("reply");
+    }
+
+    /// Starts the fake frontend, whose display is `width` x `height`.
+    pub fn spawn(mut sock: UnixStream, width: u32, height: u32) -> Receiver<(u32, Vec<u8>)> {
+        let (tx, rx) = channel();
+        thread::spawn(move || loop {
+            let mut hdr = [0u8; 12];
+            if sock.read_exact(&mut hdr).is_err() {
+                return;
+            }
+            let word = |i: usize| u32::from_le_bytes(hdr[i..i + 4].try_into().expect("4 bytes"));
+            let (request, size) = (word(0), word(8));
+            let mut payload = vec![0u8; size as usize];
+            if sock.read_exact(&mut payload).is_err() {
+                return;
+            }
+            match request {
+                GET_PROTOCOL_FEATURES => reply(&mut sock, request, &0u64.to_le_bytes()),
+                SET_PROTOCOL_FEATURES => {}
+                GET_DISPLAY_INFO => {
+                    // virtio_gpu_resp_display_info: 24-byte header, 16 modes
+                    // of (x, y, width, height, enabled, flags).
+                    let mut info = vec![0u8; 24 + 16 * 24];
+                    info[24 + 8..24 + 12].copy_from_slice(&width.to_le_bytes());
+                    info[24 + 12..24 + 16].copy_from_slice(&height.to_le_bytes());
+                    info[24 + 16..24 + 20].copy_from_slice(&1u32.to_le_bytes());
+                    reply(&mut sock, request, &info);
+                }
+                _ => {
+                    if tx.send((request, payload)).is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        rx
+    }
+}
+
+fn with_fake_display(
+    f: &mut Fixture,
+    width: u32,
+    height: u32,
+) -> std::sync::mpsc::Receiver<(u32, Vec<u8>)> {
+    let (ours, theirs) = std::os::unix::net::UnixStream::pair().expect("socketpair");
+    let rx = fake_display::spawn(theirs, width, height);
+    f.device.apply_pending(crate::backend::Pending {
+        display: Some(vhost::vhost_user::GpuBackend::from_stream(ours)),
+        ..Default::default()
+    });
+    assert!(f.device.display.is_some(), "handshake failed");
+    rx
+}
+
+fn next_message(rx: &std::sync::mpsc::Receiver<(u32, Vec<u8>)>) -> (u32, Vec<u8>) {
+    rx.recv_timeout(std::time::Duration::from_secs(5))
+        .expect("display message")
+}
+
+#[test]
+fn test_display_get_display_info_comes_from_frontend() {
+    let mut f = fixture();
+    let _rx = with_fake_display(&mut f, 1024, 768);
+
+    let (resp, _) = f
+        .device
+        .dispatch(GpuCommand::GetDisplayInfo, QueueKind::Control)
+        .expect("display info");
+
+    let GpuResponse::OkDisplayInfo(modes) = resp else {
+        panic!("unexpected response {resp:?}");
+    };
+    assert_eq!((modes[0].rect.width, modes[0].rect.height), (1024, 768));
+    assert!(modes[0].enabled);
+}
+
+#[test]
+fn test_display_set_scanout_and_flush_send_scanout_and_pixels() {
+    let mut f = fixture();
+    let rx = with_fake_display(&mut f, 1024, 768);
+    f.create_attached_resource(1);
+    // One B8G8R8X8 pixel pattern: pixel i has bytes (i, i+1, i+2, i+3).
+    let pattern: Vec<u8> = (0..RES_BYTES).map(|i| i as u8).collect();
+    f.mem
+        .write_slice(&pattern, GuestAddress(BACKING_ADDR))
+        .expect("backing writable");
+    let hdr = CtrlHeader::default();
+    f.submit(
+        &hdr,
+        &GpuCommand::TransferToHost2d {
+            resource_id: 1,
+            rect: full_rect(),
+            offset: 0,
+        },
+    );
+
+    f.submit(
+        &hdr,
+        &GpuCommand::SetScanout {
+            scanout_id: 0,
+            resource_id: 1,
+            rect: full_rect(),
+        },
+    );
+    f.submit(
+        &hdr,
+        &GpuCommand::ResourceFlush {
+            resource_id: 1,
+            rect: full_rect(),
+        },
+    );
+
+    let (request, payload) = next_message(&rx);
+    assert_eq!(request, fake_display::SCANOUT);
+    assert_eq!(payload[..12], [0, 0, 0, 0, 4, 0, 0, 0, 4, 0, 0, 0]);
+    // One update from SET_SCANOUT, one from RESOURCE_FLUSH: both carry the
+    // 20-byte VhostUserGpuUpdate header and the full 4x4 image.
+    assert_full_update(next_message(&rx), &pattern);
+    assert_full_update(next_message(&rx), &pattern);
+}
+
+fn assert_full_update((request, payload): (u32, Vec<u8>), pattern: &[u8]) {
+    assert_eq!(request, fake_display::UPDATE);
+    assert_eq!(&payload[12..20], &[4, 0, 0, 0, 4, 0, 0, 0]);
+    assert_eq!(&payload[20..], pattern);
+}

@@ -1,0 +1,336 @@
+//! The backing lifecycle contract (DESIGN 4.2) observed from the VMM side:
+//! content survives detach and re-attach elsewhere, detached pages are
+//! never touched again, memory-table updates re-derive host pointers, and
+//! a device reset drops every resource.
+
+mod common;
+
+use common::wire::{self, Rect};
+use common::{
+    entry, page_entries, pattern, DisplayMsg, TestVmm, VmmOptions, DATA_BASE, HIGH_BASE, PAGE,
+};
+use vm_memory::{Bytes, GuestAddress};
+
+/// A 64x32 BGRA resource is exactly two 4 KiB pages.
+const W: u32 = 64;
+const H: u32 = 32;
+const BYTES: usize = (W * H * 4) as usize;
+/// First backing location (two pages) and a second, disjoint one.
+const SITE_A: u64 = DATA_BASE;
+const SITE_B: u64 = DATA_BASE + 0x10_0000;
+const FULL: Rect = Rect::new(0, 0, W, H);
+
+fn start() -> TestVmm {
+    TestVmm::start(&[])
+}
+
+/// Shows resource 1 on scanout 0, flushes it, and returns the pixels of the
+/// first UPDATE received after message index `from`.
+fn flush_and_capture(vmm: &mut TestVmm) -> Vec<u8> {
+    let from = vmm.display.as_ref().expect("display").len();
+    vmm.ok(&wire::resource_flush(1, FULL));
+    let display = vmm.display.as_ref().expect("display");
+    let (_, msg) = display.wait_for(from, |m| matches!(m, DisplayMsg::Update { .. }));
+    let DisplayMsg::Update { data, .. } = msg else {
+        unreachable!()
+    };
+    data
+}
+
+/// Creates resource 1 backed at SITE_A holding `content`, uploads it and
+/// puts it on scanout 0.
+fn create_uploaded(vmm: &mut TestVmm, content: &[u8]) {
+    vmm.write_guest(SITE_A, content);
+    vmm.create_backed_2d(1, W, H, &page_entries(SITE_A, 2));
+    vmm.ok(&wire::transfer_to_host_2d(1, FULL, 0));
+    vmm.ok(&wire::set_scanout(0, 1, FULL));
+}
+
+#[test]
+fn test_backing_reattached_at_other_pages_keeps_content() {
+    let mut vmm = start();
+    let content = pattern(1, BYTES);
+    create_uploaded(&mut vmm, &content);
+    let before = flush_and_capture(&mut vmm);
+    vmm.ok(&wire::with_fence(wire::detach_backing(1), 1, 0));
+    vmm.write_guest(SITE_A, &vec![0xee; BYTES]);
+    vmm.write_guest(SITE_B, &vec![0x00; BYTES]);
+
+    // Re-attach elsewhere, pages in reverse order, no new transfer.
+    let attach = vmm.ctrl_type(&wire::attach_backing(
+        1,
+        &[
+            entry(SITE_B + PAGE, PAGE as u32),
+            entry(SITE_B, PAGE as u32),
+        ],
+    ));
+    let after = flush_and_capture(&mut vmm);
+
+    assert_eq!(before, content);
+    assert_eq!(attach, wire::RESP_OK_NODATA);
+    assert_eq!(after, content, "content changed across detach/re-attach");
+}
+
+#[test]
+fn test_backing_reattached_then_transferred_reads_new_pages() {
+    let mut vmm = start();
+    create_uploaded(&mut vmm, &pattern(1, BYTES));
+    vmm.ok(&wire::detach_backing(1));
+    let fresh = pattern(2, BYTES);
+    vmm.write_guest(SITE_B, &fresh);
+    vmm.ok(&wire::attach_backing(1, &page_entries(SITE_B, 2)));
+
+    vmm.ok(&wire::transfer_to_host_2d(1, FULL, 0));
+    let shown = flush_and_capture(&mut vmm);
+
+    assert_eq!(shown, fresh);
+}
+
+#[test]
+fn test_transfer_after_detach_fails_without_reading_old_pages() {
+    let mut vmm = start();
+    let content = pattern(1, BYTES);
+    create_uploaded(&mut vmm, &content);
+    vmm.ok(&wire::detach_backing(1));
+    // The guest reuses the pages for something else.
+    let reused = pattern(9, BYTES);
+    vmm.write_guest(SITE_A, &reused);
+    let refused_before = vmm.metric("vugpu_refused_guest_accesses_total");
+
+    let resp = vmm.ctrl(&wire::transfer_to_host_2d(1, FULL, 0));
+    let shown = flush_and_capture(&mut vmm);
+
+    assert_eq!(resp.type_(), wire::RESP_ERR_UNSPEC);
+    assert_eq!(shown, content, "detached pages were read");
+    assert_eq!(
+        vmm.read_guest(SITE_A, BYTES),
+        reused,
+        "detached pages were written"
+    );
+    assert_eq!(
+        vmm.metric("vugpu_refused_guest_accesses_total"),
+        refused_before + 1.0
+    );
+}
+
+#[test]
+fn test_detach_fenced_completes_before_later_commands() {
+    let mut vmm = start();
+    create_uploaded(&mut vmm, &pattern(1, BYTES));
+
+    // Queue a fenced DETACH and a TRANSFER back to back, kick once: the
+    // transfer must see the resource without backing.
+    let detach = wire::with_fence(wire::detach_backing(1), 42, 0);
+    let transfer = wire::transfer_to_host_2d(1, FULL, 0);
+    vmm.write_guest(0x1_0000, &detach);
+    vmm.write_guest(0x2_0000, &transfer);
+    let d = |addr: u64, len: usize, write: bool| common::Desc {
+        addr,
+        len: len as u32,
+        write,
+    };
+    vmm.push_chain(
+        common::CTRL_Q,
+        &[d(0x1_0000, detach.len(), false), d(0x8_0000, 24, true)],
+    );
+    vmm.push_chain(
+        common::CTRL_Q,
+        &[d(0x2_0000, transfer.len(), false), d(0x9_0000, 24, true)],
+    );
+    vmm.kick(common::CTRL_Q);
+    let first = vmm.wait_used(common::CTRL_Q);
+    let second = vmm.wait_used(common::CTRL_Q);
+
+    assert_eq!((first.1, second.1), (24, 24));
+    let detach_resp = vmm.read_guest(0x8_0000, 24);
+    let transfer_resp = vmm.read_guest(0x9_0000, 24);
+    assert_eq!(wire::le32(&detach_resp, 0), wire::RESP_OK_NODATA);
+    assert_eq!(wire::le64(&detach_resp, 8), 42);
+    assert_eq!(wire::le32(&transfer_resp, 0), wire::RESP_ERR_UNSPEC);
+}
+
+#[test]
+fn test_memory_table_update_attached_resource_reads_new_mapping() {
+    let mut vmm = start();
+    create_uploaded(&mut vmm, &pattern(1, BYTES));
+
+    let old = vmm.remap(false);
+    let fresh = pattern(5, BYTES);
+    vmm.write_guest(SITE_A, &fresh);
+    old.write_slice(&vec![0xdd; BYTES], GuestAddress(SITE_A))
+        .expect("scribble old mapping");
+    let resp = vmm.ctrl(&wire::transfer_to_host_2d(1, FULL, 0));
+    let shown = flush_and_capture(&mut vmm);
+
+    assert_eq!(resp.type_(), wire::RESP_OK_NODATA);
+    assert_eq!(shown, fresh, "transfer did not read the new mapping");
+}
+
+#[test]
+fn test_memory_table_update_added_region_serves_new_backing() {
+    let mut vmm = start();
+    vmm.ok(&wire::resource_create_2d(
+        1,
+        wire::FORMAT_B8G8R8A8_UNORM,
+        W,
+        H,
+    ));
+    vmm.ok(&wire::set_scanout(0, 1, FULL));
+
+    vmm.remap(true);
+    let content = pattern(6, BYTES);
+    vmm.write_guest(HIGH_BASE, &content);
+    let attach = vmm.ctrl_type(&wire::attach_backing(1, &page_entries(HIGH_BASE, 2)));
+    vmm.ok(&wire::transfer_to_host_2d(1, FULL, 0));
+    let shown = flush_and_capture(&mut vmm);
+
+    assert_eq!(attach, wire::RESP_OK_NODATA);
+    assert_eq!(shown, content);
+}
+
+#[test]
+fn test_backing_spanning_two_regions_transfers_both_parts() {
+    let mut opts = VmmOptions::new(&[]);
+    opts.high_region = true;
+    let mut vmm = TestVmm::start_with(opts);
+    let content = pattern(8, BYTES);
+    vmm.write_guest(SITE_A, &content[..PAGE as usize]);
+    vmm.write_guest(HIGH_BASE, &content[PAGE as usize..]);
+    vmm.ok(&wire::resource_create_2d(
+        1,
+        wire::FORMAT_B8G8R8A8_UNORM,
+        W,
+        H,
+    ));
+
+    let attach = vmm.ctrl_type(&wire::attach_backing(
+        1,
+        &[entry(SITE_A, PAGE as u32), entry(HIGH_BASE, PAGE as u32)],
+    ));
+    vmm.ok(&wire::transfer_to_host_2d(1, FULL, 0));
+    vmm.ok(&wire::set_scanout(0, 1, FULL));
+    let shown = flush_and_capture(&mut vmm);
+
+    assert_eq!(attach, wire::RESP_OK_NODATA);
+    assert_eq!(shown, content);
+}
+
+#[test]
+fn test_attach_backing_in_hole_between_regions_returns_invalid_parameter() {
+    let mut opts = VmmOptions::new(&[]);
+    opts.high_region = true;
+    let mut vmm = TestVmm::start_with(opts);
+    vmm.ok(&wire::resource_create_2d(
+        1,
+        wire::FORMAT_B8G8R8A8_UNORM,
+        W,
+        H,
+    ));
+
+    // 2 GiB lies between the 64 MiB low region and the 4 GiB high region.
+    let resp = vmm.ctrl(&wire::attach_backing(1, &page_entries(0x8000_0000, 2)));
+
+    assert_eq!(resp.type_(), wire::RESP_ERR_INVALID_PARAMETER);
+    vmm.assert_alive();
+}
+
+#[test]
+fn test_device_reset_drops_all_resources() {
+    let mut vmm = start();
+    create_uploaded(&mut vmm, &pattern(1, BYTES));
+
+    vmm.reset();
+    let transfer = vmm.ctrl_type(&wire::transfer_to_host_2d(1, FULL, 0));
+    let recreate = vmm.ctrl_type(&wire::resource_create_2d(
+        1,
+        wire::FORMAT_B8G8R8A8_UNORM,
+        W,
+        H,
+    ));
+
+    assert_eq!(transfer, wire::RESP_ERR_INVALID_RESOURCE_ID);
+    assert_eq!(recreate, wire::RESP_OK_NODATA);
+    assert_eq!(vmm.metric("vugpu_resources"), 1.0);
+}
+
+#[test]
+fn test_blob_flush_after_detach_fails_without_reading_pages() {
+    let mut vmm = TestVmm::start(&["--blob"]);
+    // 32x32 XRGB blob in one page.
+    let content = pattern(4, PAGE as usize);
+    vmm.write_guest(SITE_A, &content);
+    vmm.ok(&wire::resource_create_blob(
+        1,
+        wire::BLOB_MEM_GUEST,
+        wire::BLOB_FLAG_USE_SHAREABLE,
+        PAGE,
+        &page_entries(SITE_A, 1),
+    ));
+    vmm.ok(&wire::set_scanout_blob(
+        0,
+        1,
+        Rect::new(0, 0, 32, 32),
+        (32, 32, wire::FORMAT_B8G8R8X8_UNORM, 128),
+    ));
+    vmm.ok(&wire::detach_backing(1));
+    let from = vmm.display.as_ref().expect("display").len();
+    let refused_before = vmm.metric("vugpu_refused_guest_accesses_total");
+
+    let resp = vmm.ctrl(&wire::resource_flush(1, Rect::new(0, 0, 32, 32)));
+    // A later SCANOUT message orders the display stream after the flush.
+    vmm.create_backed_2d(2, 8, 8, &page_entries(SITE_B, 1));
+    vmm.ok(&wire::set_scanout(0, 2, Rect::new(0, 0, 8, 8)));
+
+    assert!(
+        (wire::RESP_ERR_UNSPEC..=wire::RESP_ERR_INVALID_PARAMETER).contains(&resp.type_()),
+        "flush of a detached guest blob answered {:#x}",
+        resp.type_()
+    );
+    let display = vmm.display.as_ref().expect("display");
+    let (idx, _) = display.wait_for(from, |m| matches!(m, DisplayMsg::Scanout { width: 8, .. }));
+    let msgs = display.messages();
+    assert!(
+        !msgs[from..idx]
+            .iter()
+            .any(|m| matches!(m, DisplayMsg::Update { .. })),
+        "an UPDATE was sent from detached pages"
+    );
+    assert_eq!(
+        vmm.metric("vugpu_refused_guest_accesses_total"),
+        refused_before + 1.0
+    );
+}
+
+#[test]
+fn test_blob_reattached_elsewhere_shows_new_pages() {
+    let mut vmm = TestVmm::start(&["--blob"]);
+    vmm.write_guest(SITE_A, &pattern(4, PAGE as usize));
+    vmm.ok(&wire::resource_create_blob(
+        1,
+        wire::BLOB_MEM_GUEST,
+        wire::BLOB_FLAG_USE_SHAREABLE,
+        PAGE,
+        &page_entries(SITE_A, 1),
+    ));
+    vmm.ok(&wire::set_scanout_blob(
+        0,
+        1,
+        Rect::new(0, 0, 32, 32),
+        (32, 32, wire::FORMAT_B8G8R8X8_UNORM, 128),
+    ));
+    vmm.ok(&wire::detach_backing(1));
+    // A guest blob has no host copy: after swap-in its pages hold the data.
+    let swapped_in = pattern(12, PAGE as usize);
+    vmm.write_guest(SITE_B, &swapped_in);
+
+    vmm.ok(&wire::attach_backing(1, &page_entries(SITE_B, 1)));
+    let from = vmm.display.as_ref().expect("display").len();
+    vmm.ok(&wire::resource_flush(1, Rect::new(0, 0, 32, 32)));
+
+    let display = vmm.display.as_ref().expect("display");
+    let (_, msg) = display.wait_for(from, |m| matches!(m, DisplayMsg::Update { .. }));
+    let DisplayMsg::Update { data, .. } = msg else {
+        unreachable!()
+    };
+    assert_eq!(data, swapped_in);
+}

@@ -1,0 +1,616 @@
+//! Malformed and hostile guest input: every case gets the right error
+//! response and the daemon keeps serving (a following GET_DISPLAY_INFO
+//! still answers).
+
+mod common;
+
+use common::wire::{self, Rect};
+use common::{
+    entry, page_entries, DisplayMsg, TestVmm, CTRL_Q, CURSOR_Q, DATA_BASE, MEM_SIZE, PAGE,
+};
+
+fn start() -> TestVmm {
+    TestVmm::start(&[])
+}
+
+/// Sends `req`, asserts the response type and that the daemon still serves.
+fn expect_error(vmm: &mut TestVmm, req: &[u8], expected: u32) {
+    let resp = vmm.ctrl(req);
+    assert_eq!(
+        resp.type_(),
+        expected,
+        "request {:02x?} answered {:#x}, expected {expected:#x}",
+        &req[..req.len().min(64)],
+        resp.type_()
+    );
+    assert_eq!(
+        resp.used_len as usize,
+        wire::HDR_SIZE,
+        "error response length"
+    );
+    vmm.assert_alive();
+}
+
+/// A 64x64 BGRA resource (16 KiB, four pages) without backing.
+fn create_64(vmm: &mut TestVmm, id: u32) {
+    vmm.ok(&wire::resource_create_2d(
+        id,
+        wire::FORMAT_B8G8R8A8_UNORM,
+        64,
+        64,
+    ));
+}
+
+#[test]
+fn test_unknown_command_type_returns_unspec() {
+    let mut vmm = start();
+    let before = vmm.metric(r#"vugpu_commands_total{cmd="unknown"}"#);
+
+    // 0x0999 is not a virtio-gpu command.
+    expect_error(&mut vmm, &wire::ctrl_hdr(0x0999), wire::RESP_ERR_UNSPEC);
+
+    assert_eq!(
+        vmm.metric(r#"vugpu_commands_total{cmd="unknown"}"#),
+        before + 1.0
+    );
+}
+
+#[test]
+fn test_3d_command_on_2d_device_returns_unspec() {
+    let mut vmm = start();
+
+    // VIRTIO_GPU_CMD_CTX_CREATE (0x0200) with a zeroed body: no 3D here.
+    let mut req = wire::ctrl_hdr(0x0200);
+    req.resize(wire::HDR_SIZE + 72, 0);
+
+    expect_error(&mut vmm, &req, wire::RESP_ERR_UNSPEC);
+}
+
+#[test]
+fn test_chain_shorter_than_header_returns_unspec_and_counts_decode_error() {
+    let mut vmm = start();
+    let before = vmm.metric("vugpu_decode_errors_total");
+
+    let resp = vmm.send(CTRL_Q, &wire::get_display_info()[..10], 64);
+
+    assert_eq!(resp.type_(), wire::RESP_ERR_UNSPEC);
+    assert_eq!(vmm.metric("vugpu_decode_errors_total"), before + 1.0);
+    vmm.assert_alive();
+}
+
+#[test]
+fn test_chain_shorter_than_struct_returns_error() {
+    let mut vmm = start();
+
+    // RESOURCE_CREATE_2D header with only 8 of its 16 body bytes.
+    let req = wire::resource_create_2d(1, wire::FORMAT_B8G8R8A8_UNORM, 64, 64);
+
+    expect_error(&mut vmm, &req[..wire::HDR_SIZE + 8], wire::RESP_ERR_UNSPEC);
+    // Nothing was created from the partial request.
+    assert_eq!(
+        vmm.ctrl_type(&wire::resource_unref(1)),
+        wire::RESP_ERR_INVALID_RESOURCE_ID
+    );
+}
+
+#[test]
+fn test_response_buffer_too_small_for_display_info_completes_chain() {
+    let mut vmm = start();
+
+    // GET_DISPLAY_INFO needs 408 bytes; offer only a header's worth.
+    let resp = vmm.send(CTRL_Q, &wire::get_display_info(), wire::HDR_SIZE as u32);
+
+    assert!(resp.used_len as usize <= wire::HDR_SIZE);
+    assert_ne!(
+        resp.type_(),
+        wire::RESP_OK_DISPLAY_INFO,
+        "a truncated OK is a lie"
+    );
+    vmm.assert_alive();
+}
+
+#[test]
+fn test_control_chain_without_response_buffer_completes_with_zero_length() {
+    let mut vmm = start();
+
+    let resp = vmm.send_segments(CTRL_Q, &[&wire::get_display_info()], &[]);
+
+    assert_eq!(resp.used_len, 0);
+    vmm.assert_alive();
+}
+
+#[test]
+fn test_attach_backing_zero_entries_returns_invalid_parameter() {
+    let mut vmm = start();
+    create_64(&mut vmm, 1);
+
+    expect_error(
+        &mut vmm,
+        &wire::attach_backing(1, &[]),
+        wire::RESP_ERR_INVALID_PARAMETER,
+    );
+}
+
+#[test]
+fn test_attach_backing_more_entries_than_cap_returns_invalid_parameter() {
+    let mut vmm = TestVmm::start(&["--max-backing-entries", "8"]);
+    create_64(&mut vmm, 1);
+
+    // Nine 2 KiB entries: 18 KiB would cover the resource, but 9 > 8.
+    let entries: Vec<_> = (0..9).map(|i| entry(DATA_BASE + i * 2048, 2048)).collect();
+
+    expect_error(
+        &mut vmm,
+        &wire::attach_backing(1, &entries),
+        wire::RESP_ERR_INVALID_PARAMETER,
+    );
+}
+
+#[test]
+fn test_attach_backing_entries_at_cap_is_accepted() {
+    let mut vmm = TestVmm::start(&["--max-backing-entries", "8"]);
+    create_64(&mut vmm, 1);
+
+    let entries: Vec<_> = (0..8).map(|i| entry(DATA_BASE + i * 2048, 2048)).collect();
+
+    assert_eq!(
+        vmm.ctrl_type(&wire::attach_backing(1, &entries)),
+        wire::RESP_OK_NODATA
+    );
+}
+
+#[test]
+fn test_attach_backing_zero_length_entry_returns_invalid_parameter() {
+    let mut vmm = start();
+    create_64(&mut vmm, 1);
+    let mut entries = page_entries(DATA_BASE, 4);
+    entries.push(entry(DATA_BASE + 4 * PAGE, 0));
+
+    expect_error(
+        &mut vmm,
+        &wire::attach_backing(1, &entries),
+        wire::RESP_ERR_INVALID_PARAMETER,
+    );
+}
+
+#[test]
+fn test_attach_backing_overflowing_range_returns_invalid_parameter() {
+    let mut vmm = start();
+    create_64(&mut vmm, 1);
+
+    // addr + length wraps around 2^64.
+    let req = wire::attach_backing(1, &[entry(u64::MAX - 0xfff, 0x4000)]);
+
+    expect_error(&mut vmm, &req, wire::RESP_ERR_INVALID_PARAMETER);
+}
+
+#[test]
+fn test_attach_backing_outside_guest_memory_returns_invalid_parameter() {
+    let mut vmm = start();
+    create_64(&mut vmm, 1);
+
+    let req = wire::attach_backing(1, &page_entries(MEM_SIZE, 4));
+
+    expect_error(&mut vmm, &req, wire::RESP_ERR_INVALID_PARAMETER);
+}
+
+#[test]
+fn test_attach_backing_straddling_end_of_memory_returns_invalid_parameter() {
+    let mut vmm = start();
+    create_64(&mut vmm, 1);
+
+    // Starts 8 KiB before the end of RAM, runs 16 KiB.
+    let req = wire::attach_backing(1, &[entry(MEM_SIZE - 2 * PAGE, 4 * PAGE as u32)]);
+
+    expect_error(&mut vmm, &req, wire::RESP_ERR_INVALID_PARAMETER);
+}
+
+#[test]
+fn test_attach_backing_not_covering_resource_returns_invalid_parameter() {
+    let mut vmm = start();
+    create_64(&mut vmm, 1);
+
+    // One page for a four-page resource.
+    expect_error(
+        &mut vmm,
+        &wire::attach_backing(1, &page_entries(DATA_BASE, 1)),
+        wire::RESP_ERR_INVALID_PARAMETER,
+    );
+}
+
+#[test]
+fn test_attach_backing_huge_nr_entries_short_chain_is_rejected() {
+    let mut vmm = start();
+    create_64(&mut vmm, 1);
+
+    // Claims 2^32 - 1 entries, carries one: must not allocate or die.
+    let req = wire::attach_backing_raw(1, u32::MAX, &page_entries(DATA_BASE, 1));
+    let resp = vmm.ctrl(&req);
+
+    assert!(
+        [wire::RESP_ERR_INVALID_PARAMETER, wire::RESP_ERR_UNSPEC].contains(&resp.type_()),
+        "answered {:#x}",
+        resp.type_()
+    );
+    vmm.assert_alive();
+}
+
+#[test]
+fn test_attach_backing_on_attached_resource_returns_unspec() {
+    let mut vmm = start();
+    create_64(&mut vmm, 1);
+    vmm.ok(&wire::attach_backing(1, &page_entries(DATA_BASE, 4)));
+
+    expect_error(
+        &mut vmm,
+        &wire::attach_backing(1, &page_entries(DATA_BASE + 0x10_0000, 4)),
+        wire::RESP_ERR_UNSPEC,
+    );
+}
+
+#[test]
+fn test_detach_backing_without_backing_returns_unspec() {
+    let mut vmm = start();
+    create_64(&mut vmm, 1);
+
+    expect_error(&mut vmm, &wire::detach_backing(1), wire::RESP_ERR_UNSPEC);
+}
+
+#[test]
+fn test_detach_backing_unknown_resource_returns_invalid_resource_id() {
+    let mut vmm = start();
+
+    expect_error(
+        &mut vmm,
+        &wire::detach_backing(77),
+        wire::RESP_ERR_INVALID_RESOURCE_ID,
+    );
+}
+
+#[test]
+fn test_attach_backing_unknown_resource_returns_invalid_resource_id() {
+    let mut vmm = start();
+
+    expect_error(
+        &mut vmm,
+        &wire::attach_backing(77, &page_entries(DATA_BASE, 4)),
+        wire::RESP_ERR_INVALID_RESOURCE_ID,
+    );
+}
+
+#[test]
+fn test_resource_create_2d_id_zero_returns_invalid_resource_id() {
+    let mut vmm = start();
+
+    expect_error(
+        &mut vmm,
+        &wire::resource_create_2d(0, wire::FORMAT_B8G8R8A8_UNORM, 64, 64),
+        wire::RESP_ERR_INVALID_RESOURCE_ID,
+    );
+}
+
+#[test]
+fn test_resource_create_2d_id_in_use_returns_invalid_resource_id() {
+    let mut vmm = start();
+    create_64(&mut vmm, 1);
+
+    expect_error(
+        &mut vmm,
+        &wire::resource_create_2d(1, wire::FORMAT_B8G8R8A8_UNORM, 32, 32),
+        wire::RESP_ERR_INVALID_RESOURCE_ID,
+    );
+}
+
+#[test]
+fn test_resource_create_2d_zero_width_returns_invalid_parameter() {
+    let mut vmm = start();
+
+    expect_error(
+        &mut vmm,
+        &wire::resource_create_2d(1, wire::FORMAT_B8G8R8A8_UNORM, 0, 64),
+        wire::RESP_ERR_INVALID_PARAMETER,
+    );
+}
+
+#[test]
+fn test_resource_create_2d_zero_height_returns_invalid_parameter() {
+    let mut vmm = start();
+
+    expect_error(
+        &mut vmm,
+        &wire::resource_create_2d(1, wire::FORMAT_B8G8R8A8_UNORM, 64, 0),
+        wire::RESP_ERR_INVALID_PARAMETER,
+    );
+}
+
+#[test]
+fn test_resource_create_2d_oversized_width_returns_invalid_parameter() {
+    let mut vmm = start();
+
+    // 16385 x 1 is tiny in bytes but wider than any scanout (16384 max).
+    expect_error(
+        &mut vmm,
+        &wire::resource_create_2d(1, wire::FORMAT_B8G8R8A8_UNORM, 16385, 1),
+        wire::RESP_ERR_INVALID_PARAMETER,
+    );
+}
+
+#[test]
+fn test_resource_create_2d_byte_count_overflowing_u32_is_rejected() {
+    let mut vmm = start();
+
+    // 0x8000_0000 * 4 * 2 overflows u32 in every intermediate product.
+    let resp = vmm.ctrl(&wire::resource_create_2d(
+        1,
+        wire::FORMAT_B8G8R8A8_UNORM,
+        0x8000_0000,
+        2,
+    ));
+
+    assert!(
+        [
+            wire::RESP_ERR_INVALID_PARAMETER,
+            wire::RESP_ERR_OUT_OF_MEMORY
+        ]
+        .contains(&resp.type_()),
+        "answered {:#x}",
+        resp.type_()
+    );
+    vmm.assert_alive();
+}
+
+#[test]
+fn test_resource_create_2d_unknown_format_returns_invalid_parameter() {
+    let mut vmm = start();
+
+    // Format 5 is not defined by the virtio spec.
+    expect_error(
+        &mut vmm,
+        &wire::resource_create_2d(1, 5, 64, 64),
+        wire::RESP_ERR_INVALID_PARAMETER,
+    );
+}
+
+#[test]
+fn test_resource_create_2d_beyond_max_host_memory_returns_out_of_memory() {
+    let mut vmm = TestVmm::start(&["--max-host-memory", "1M"]);
+
+    // 1024 x 1024 x 4 = 4 MiB > 1 MiB.
+    expect_error(
+        &mut vmm,
+        &wire::resource_create_2d(1, wire::FORMAT_B8G8R8A8_UNORM, 1024, 1024),
+        wire::RESP_ERR_OUT_OF_MEMORY,
+    );
+}
+
+#[test]
+fn test_resource_create_2d_sum_beyond_max_host_memory_returns_out_of_memory() {
+    let mut vmm = TestVmm::start(&["--max-host-memory", "1M"]);
+    // 512 x 256 x 4 = 512 KiB each: two fit exactly, a third does not.
+    for id in 1..=2 {
+        vmm.ok(&wire::resource_create_2d(
+            id,
+            wire::FORMAT_B8G8R8A8_UNORM,
+            512,
+            256,
+        ));
+    }
+
+    expect_error(
+        &mut vmm,
+        &wire::resource_create_2d(3, wire::FORMAT_B8G8R8A8_UNORM, 512, 256),
+        wire::RESP_ERR_OUT_OF_MEMORY,
+    );
+    vmm.ok(&wire::resource_unref(1));
+    assert_eq!(
+        vmm.ctrl_type(&wire::resource_create_2d(
+            3,
+            wire::FORMAT_B8G8R8A8_UNORM,
+            512,
+            256
+        )),
+        wire::RESP_OK_NODATA,
+        "memory is returned on unref"
+    );
+}
+
+#[test]
+fn test_resource_unref_unknown_returns_invalid_resource_id() {
+    let mut vmm = start();
+
+    expect_error(
+        &mut vmm,
+        &wire::resource_unref(5),
+        wire::RESP_ERR_INVALID_RESOURCE_ID,
+    );
+}
+
+#[test]
+fn test_resource_unref_while_scanned_out_is_refused() {
+    let mut vmm = start();
+    create_64(&mut vmm, 1);
+    vmm.ok(&wire::attach_backing(1, &page_entries(DATA_BASE, 4)));
+    vmm.ok(&wire::set_scanout(0, 1, Rect::new(0, 0, 64, 64)));
+
+    expect_error(&mut vmm, &wire::resource_unref(1), wire::RESP_ERR_UNSPEC);
+    // Still alive: its id is still taken.
+    assert_eq!(
+        vmm.ctrl_type(&wire::resource_create_2d(
+            1,
+            wire::FORMAT_B8G8R8A8_UNORM,
+            8,
+            8
+        )),
+        wire::RESP_ERR_INVALID_RESOURCE_ID
+    );
+}
+
+#[test]
+fn test_transfer_rect_outside_resource_returns_invalid_parameter() {
+    let mut vmm = start();
+    create_64(&mut vmm, 1);
+    vmm.ok(&wire::attach_backing(1, &page_entries(DATA_BASE, 4)));
+
+    expect_error(
+        &mut vmm,
+        &wire::transfer_to_host_2d(1, Rect::new(32, 32, 64, 64), 0),
+        wire::RESP_ERR_INVALID_PARAMETER,
+    );
+}
+
+#[test]
+fn test_transfer_rect_wrapping_u32_returns_invalid_parameter() {
+    let mut vmm = start();
+    create_64(&mut vmm, 1);
+    vmm.ok(&wire::attach_backing(1, &page_entries(DATA_BASE, 4)));
+
+    // x + width wraps to 0x10 in u32 arithmetic.
+    expect_error(
+        &mut vmm,
+        &wire::transfer_to_host_2d(1, Rect::new(0xffff_fff0, 0, 0x20, 1), 0),
+        wire::RESP_ERR_INVALID_PARAMETER,
+    );
+}
+
+#[test]
+fn test_transfer_offset_outside_backing_is_refused() {
+    let mut vmm = start();
+    create_64(&mut vmm, 1);
+    vmm.ok(&wire::attach_backing(1, &page_entries(DATA_BASE, 4)));
+    let refused_before = vmm.metric("vugpu_refused_guest_accesses_total");
+
+    // The full rect from offset 16 KiB reads 16 KiB past the backing's end.
+    expect_error(
+        &mut vmm,
+        &wire::transfer_to_host_2d(1, Rect::new(0, 0, 64, 64), 4 * PAGE),
+        wire::RESP_ERR_INVALID_PARAMETER,
+    );
+    assert_eq!(
+        vmm.metric("vugpu_refused_guest_accesses_total"),
+        refused_before + 1.0
+    );
+}
+
+#[test]
+fn test_transfer_without_backing_returns_unspec() {
+    let mut vmm = start();
+    create_64(&mut vmm, 1);
+
+    expect_error(
+        &mut vmm,
+        &wire::transfer_to_host_2d(1, Rect::new(0, 0, 64, 64), 0),
+        wire::RESP_ERR_UNSPEC,
+    );
+}
+
+#[test]
+fn test_transfer_unknown_resource_returns_invalid_resource_id() {
+    let mut vmm = start();
+
+    expect_error(
+        &mut vmm,
+        &wire::transfer_to_host_2d(9, Rect::new(0, 0, 1, 1), 0),
+        wire::RESP_ERR_INVALID_RESOURCE_ID,
+    );
+}
+
+#[test]
+fn test_set_scanout_invalid_scanout_id_returns_invalid_scanout_id() {
+    let mut vmm = start();
+    create_64(&mut vmm, 1);
+
+    // One output configured: scanout 1 does not exist.
+    expect_error(
+        &mut vmm,
+        &wire::set_scanout(1, 1, Rect::new(0, 0, 64, 64)),
+        wire::RESP_ERR_INVALID_SCANOUT_ID,
+    );
+}
+
+#[test]
+fn test_set_scanout_rect_outside_resource_returns_invalid_parameter() {
+    let mut vmm = start();
+    create_64(&mut vmm, 1);
+
+    expect_error(
+        &mut vmm,
+        &wire::set_scanout(0, 1, Rect::new(16, 0, 64, 64)),
+        wire::RESP_ERR_INVALID_PARAMETER,
+    );
+}
+
+#[test]
+fn test_set_scanout_unknown_resource_returns_invalid_resource_id() {
+    let mut vmm = start();
+
+    expect_error(
+        &mut vmm,
+        &wire::set_scanout(0, 9, Rect::new(0, 0, 64, 64)),
+        wire::RESP_ERR_INVALID_RESOURCE_ID,
+    );
+}
+
+#[test]
+fn test_resource_flush_unknown_resource_returns_invalid_resource_id() {
+    let mut vmm = start();
+
+    expect_error(
+        &mut vmm,
+        &wire::resource_flush(9, Rect::new(0, 0, 1, 1)),
+        wire::RESP_ERR_INVALID_RESOURCE_ID,
+    );
+}
+
+#[test]
+fn test_update_cursor_unknown_resource_sends_no_cursor_image() {
+    let mut vmm = start();
+
+    let bad = vmm.send_segments(CURSOR_Q, &[&wire::update_cursor(0, 5, 5, 99, (0, 0))], &[]);
+    // A good command afterwards orders the display stream.
+    create_64(&mut vmm, 5);
+    vmm.ok(&wire::attach_backing(5, &page_entries(DATA_BASE, 4)));
+    vmm.send_segments(CURSOR_Q, &[&wire::move_cursor(0, 7, 7, 5)], &[]);
+
+    assert_eq!(bad.used_len, 0);
+    let display = vmm.display.as_ref().expect("display");
+    let (idx, _) = display.wait_for(0, |m| matches!(m, DisplayMsg::CursorPos { x: 7, .. }));
+    let msgs = display.messages();
+    assert!(
+        !msgs[..idx]
+            .iter()
+            .any(|m| matches!(m, DisplayMsg::CursorUpdate { .. })),
+        "cursor image sent for a missing resource: {msgs:?}"
+    );
+    vmm.assert_alive();
+}
+
+#[test]
+fn test_update_cursor_non_cursor_sized_resource_sends_no_cursor_image() {
+    let mut vmm = start();
+    // 32x32 is not the 64x64 cursor size.
+    vmm.create_backed_2d(5, 32, 32, &page_entries(DATA_BASE, 1));
+
+    vmm.send_segments(CURSOR_Q, &[&wire::update_cursor(0, 5, 5, 5, (0, 0))], &[]);
+    vmm.send_segments(CURSOR_Q, &[&wire::move_cursor(0, 9, 9, 5)], &[]);
+
+    let display = vmm.display.as_ref().expect("display");
+    let (idx, _) = display.wait_for(0, |m| matches!(m, DisplayMsg::CursorPos { x: 9, .. }));
+    let msgs = display.messages();
+    assert!(
+        !msgs[..idx]
+            .iter()
+            .any(|m| matches!(m, DisplayMsg::CursorUpdate { .. })),
+        "cursor image sent for a 32x32 resource: {msgs:?}"
+    );
+    vmm.assert_alive();
+}
+
+#[test]
+fn test_cursor_chain_shorter_than_struct_keeps_serving() {
+    let mut vmm = start();
+
+    let resp = vmm.send_segments(CURSOR_Q, &[&wire::move_cursor(0, 1, 1, 0)[..20]], &[]);
+
+    assert_eq!(resp.used_len, 0);
+    vmm.assert_alive();
+}

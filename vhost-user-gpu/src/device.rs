@@ -33,7 +33,7 @@ use virtio_queue::{DescriptorChain, QueueT};
 use vm_memory::{GuestAddressSpace, GuestMemoryMmap};
 use vugpu_metrics::Metrics;
 use vugpu_protocol::wire::{
-    VIRTIO_GPU_FORMAT_A8B8G8R8_UNORM, VIRTIO_GPU_FORMAT_A8R8G8B8_UNORM,
+    virtio_gpu_update_cursor, VIRTIO_GPU_FORMAT_A8B8G8R8_UNORM, VIRTIO_GPU_FORMAT_A8R8G8B8_UNORM,
     VIRTIO_GPU_FORMAT_R8G8B8A8_UNORM, VIRTIO_GPU_FORMAT_R8G8B8X8_UNORM,
     VIRTIO_GPU_FORMAT_X8B8G8R8_UNORM, VIRTIO_GPU_FORMAT_X8R8G8B8_UNORM, VIRTIO_GPU_F_EDID,
     VIRTIO_GPU_F_RESOURCE_BLOB, VIRTIO_GPU_F_RESOURCE_UUID,
@@ -451,14 +451,17 @@ impl Device {
         };
         let (hdr, cmd) = match decoded {
             Ok(v) => v,
-            Err(e) => return self.decode_failure(format_args!("{e}")),
+            // Not even a header: answer ERR_UNSPEC with a zeroed header
+            // (nothing to echo), as QEMU does.
+            Err(e) => (CtrlHeader::default(), Err(CommandError::Decode(e))),
         };
 
         let (resp, completion) = match cmd {
             Ok(cmd) => {
                 self.metrics.command(cmd.name());
                 let summary = log_enabled!(Level::Debug).then(|| describe(&cmd));
-                let result = self.dispatch(cmd, kind);
+                let move_resource_id = move_cursor_resource_id(&cmd, &self.cmd_buf[..n]);
+                let result = self.dispatch(cmd, kind, move_resource_id);
                 if let Some(summary) = summary {
                     match &result {
                         Ok((resp, _)) => debug!(
@@ -539,7 +542,15 @@ impl Device {
 
     /// Executes one decoded command: one arm per command, each a call to a
     /// `handle_*` helper.
-    fn dispatch(&mut self, cmd: GpuCommand, kind: QueueKind) -> CommandResult {
+    ///
+    /// `move_resource_id` is the `resource_id` field of a MOVE_CURSOR request
+    /// (which [`GpuCommand::MoveCursor`] does not carry), 0 otherwise.
+    fn dispatch(
+        &mut self,
+        cmd: GpuCommand,
+        kind: QueueKind,
+        move_resource_id: u32,
+    ) -> CommandResult {
         if cmd.is_cursor() != (kind == QueueKind::Cursor) {
             return Err(CommandError::rejected(
                 ErrorCode::Unspec,
@@ -623,7 +634,7 @@ impl Device {
                 hot_x,
                 hot_y,
             } => self.handle_update_cursor(pos, resource_id, hot_x, hot_y),
-            GpuCommand::MoveCursor { pos } => self.handle_move_cursor(pos),
+            GpuCommand::MoveCursor { pos } => self.handle_move_cursor(pos, move_resource_id),
         }
     }
 
@@ -866,9 +877,15 @@ impl Device {
         ok(GpuResponse::OkNoData)
     }
 
-    fn handle_move_cursor(&mut self, pos: CursorPos) -> CommandResult {
+    fn handle_move_cursor(&mut self, pos: CursorPos, resource_id: u32) -> CommandResult {
         self.state.move_cursor(pos.scanout_id, pos.x, pos.y)?;
-        self.with_display(|d| d.cursor_pos(pos.scanout_id, pos.x, pos.y));
+        // As in QEMU, MOVE_CURSOR's resource_id (the driver repeats the
+        // current cursor's) says whether the cursor is visible.
+        if resource_id == 0 {
+            self.with_display(|d| d.cursor_hide(pos.scanout_id, pos.x, pos.y));
+        } else {
+            self.with_display(|d| d.cursor_pos(pos.scanout_id, pos.x, pos.y));
+        }
         ok(GpuResponse::OkNoData)
     }
 
@@ -956,6 +973,19 @@ struct BlobImage {
     format: u32,
     strides: [u32; 4],
     offsets: [u32; 4],
+}
+
+/// The `resource_id` field of a MOVE_CURSOR request (0 for other commands
+/// or a request too short to hold it).
+fn move_cursor_resource_id(cmd: &GpuCommand, bytes: &[u8]) -> u32 {
+    const AT: usize = std::mem::offset_of!(virtio_gpu_update_cursor, resource_id);
+    if !matches!(cmd, GpuCommand::MoveCursor { .. }) {
+        return 0;
+    }
+    bytes
+        .get(AT..AT + 4)
+        .and_then(|b| b.try_into().ok())
+        .map_or(0, u32::from_le_bytes)
 }
 
 /// The guest response code of a resource error.

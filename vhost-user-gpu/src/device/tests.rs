@@ -299,7 +299,7 @@ fn test_dispatch_get_display_info_headless_reports_configured_mode() {
 
     let (resp, _) = f
         .device
-        .dispatch(GpuCommand::GetDisplayInfo, QueueKind::Control)
+        .dispatch(GpuCommand::GetDisplayInfo, QueueKind::Control, 0)
         .expect("display info");
 
     let GpuResponse::OkDisplayInfo(modes) = resp else {
@@ -316,7 +316,7 @@ fn test_dispatch_get_edid_without_feature_is_unspec() {
 
     let err = f
         .device
-        .dispatch(GpuCommand::GetEdid { scanout: 0 }, QueueKind::Control)
+        .dispatch(GpuCommand::GetEdid { scanout: 0 }, QueueKind::Control, 0)
         .expect_err("feature not acked");
 
     assert_eq!(err.code(), vugpu_protocol::ErrorCode::Unspec);
@@ -329,7 +329,7 @@ fn test_dispatch_get_edid_with_feature_returns_generated_block() {
 
     let (resp, _) = f
         .device
-        .dispatch(GpuCommand::GetEdid { scanout: 0 }, QueueKind::Control)
+        .dispatch(GpuCommand::GetEdid { scanout: 0 }, QueueKind::Control, 0)
         .expect("edid");
 
     let GpuResponse::OkEdid(edid) = resp else {
@@ -353,7 +353,7 @@ fn test_dispatch_create_blob_without_blob_feature_is_unspec() {
 
     let err = f
         .device
-        .dispatch(cmd, QueueKind::Control)
+        .dispatch(cmd, QueueKind::Control, 0)
         .expect_err("blob not negotiated");
 
     assert_eq!(err.code(), vugpu_protocol::ErrorCode::Unspec);
@@ -369,7 +369,7 @@ fn test_dispatch_cursor_command_on_control_queue_is_unspec() {
 
     let err = f
         .device
-        .dispatch(cmd, QueueKind::Control)
+        .dispatch(cmd, QueueKind::Control, 0)
         .expect_err("wrong queue");
 
     assert_eq!(err.code(), vugpu_protocol::ErrorCode::Unspec);
@@ -384,6 +384,7 @@ fn test_dispatch_get_capset_info_without_capsets_is_invalid_parameter() {
         .dispatch(
             GpuCommand::GetCapsetInfo { capset_index: 0 },
             QueueKind::Control,
+            0,
         )
         .expect_err("no capsets");
 
@@ -510,7 +511,7 @@ fn test_display_get_display_info_comes_from_frontend() {
 
     let (resp, _) = f
         .device
-        .dispatch(GpuCommand::GetDisplayInfo, QueueKind::Control)
+        .dispatch(GpuCommand::GetDisplayInfo, QueueKind::Control, 0)
         .expect("display info");
 
     let GpuResponse::OkDisplayInfo(modes) = resp else {

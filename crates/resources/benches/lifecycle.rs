@@ -130,6 +130,7 @@ const GUEST_BYTES: u64 = 144 * MIB;
 /// Median and 99th percentile of a set of durations.
 #[derive(Clone, Copy)]
 struct Stats {
+    min: Duration,
     median: Duration,
     p99: Duration,
 }
@@ -138,6 +139,7 @@ fn stats(samples: &mut [Duration]) -> Stats {
     samples.sort_unstable();
     let n = samples.len();
     Stats {
+        min: samples[0],
         median: samples[n / 2],
         p99: samples[(n * 99 / 100).min(n - 1)],
     }
@@ -166,6 +168,17 @@ fn time<T>(f: impl FnOnce() -> T) -> (Duration, T) {
     let t0 = Instant::now();
     let r = f();
     (t0.elapsed(), r)
+}
+
+/// Involuntary context switches of this thread so far (Linux
+/// `/proc/thread-self/status`), `None` if unavailable. Read outside the
+/// timed regions to tell preempted iterations from slow ones.
+fn involuntary_switches() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/thread-self/status").ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("nonvoluntary_ctxt_switches:"))
+        .and_then(|v| v.trim().parse().ok())
 }
 
 /// 4 KiB entries covering `count` pages starting at `base`, `stride` bytes
@@ -216,9 +229,13 @@ fn bench_attach_detach(
     let mut detach = Vec::with_capacity(iterations);
     let mut memcpy = Vec::with_capacity(iterations);
     let mut decode = Vec::with_capacity(iterations);
+    // Pairs during which the thread was not preempted.
+    let mut pair_unpreempted = Vec::with_capacity(iterations);
     for i in 0..iterations + 10 {
+        let switches_before = involuntary_switches();
         let (ta, attached) = time(|| state.attach_backing(BIG_ID, black_box(entries)));
         let (td, detached) = time(|| state.detach_backing(BIG_ID));
+        let preempted = switches_before != involuntary_switches();
         if attached? != BIG_BYTES || detached? != BIG_BYTES {
             return Err("attach/detach returned a wrong byte count".into());
         }
@@ -230,6 +247,9 @@ fn bench_attach_detach(
         if i >= 10 {
             // The first 10 are warm-up.
             pair.push(ta + td);
+            if !preempted {
+                pair_unpreempted.push(ta + td);
+            }
             attach.push(ta);
             detach.push(td);
             memcpy.push(tm);
@@ -271,6 +291,17 @@ fn bench_attach_detach(
         verdict(p.median < Duration::from_millis(1)),
         verdict(p.p99 < Duration::from_millis(1)),
     );
+    let preempted = iterations - pair_unpreempted.len();
+    if !pair_unpreempted.is_empty() {
+        let u = stats(&mut pair_unpreempted);
+        println!(
+            "    {preempted} of {iterations} pairs were preempted (involuntary context switch); \
+             without them: median {:.1} us, p99 {:.1} us ({})",
+            us(u.median),
+            us(u.p99),
+            verdict(u.p99 < Duration::from_millis(1)),
+        );
+    }
     Ok(p)
 }
 
@@ -340,6 +371,12 @@ fn bench_transfer(
         "    ratio transfer/memcpy bandwidth {:.1} % (target >= 80 %): {}",
         ratio * 100.0,
         verdict(ratio >= 0.8)
+    );
+    println!(
+        "    best runs (least disturbed): transfer {:.2} GiB/s, memcpy {:.2} GiB/s, ratio {:.1} %",
+        gib_per_s(FRAME_BYTES, t.min),
+        gib_per_s(FRAME_BYTES, m.min),
+        m.min.as_secs_f64() / t.min.as_secs_f64() * 100.0
     );
     state.detach_backing(FRAME_ID)?;
     Ok(())

@@ -29,6 +29,18 @@
 //! (`VIRTIO_GPU_BLOB_MEM_GUEST`) are kept outside rutabaga: their content lives
 //! in guest memory, so they hold only guest ranges and are read through
 //! vm-memory's bounds-checked accessors, never through cached host pointers.
+//!
+//! # Behaviour worth knowing
+//!
+//! * TRANSFER_TO_HOST_2D offsets follow QEMU and the Linux driver: `offset`
+//!   is where the rectangle's first pixel sits in the backing. rutabaga adds
+//!   the rectangle position itself, so offsets below `y * stride + x * 4`
+//!   (which Linux never sends) are refused.
+//! * TRANSFER_TO_HOST_2D on a guest blob is a no-op (as in QEMU; Linux sends
+//!   it for blob dumb buffers) but still refused without backing.
+//! * The cursor copies its image at UPDATE_CURSOR and does not pin the
+//!   resource: the cursor queue is not ordered with RESOURCE_UNREF on the
+//!   control queue. A resource shown on a scanout cannot be unref'd.
 
 mod backing;
 mod error;

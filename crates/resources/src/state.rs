@@ -181,6 +181,12 @@ struct Cursor {
 /// Owns the rutabaga 2D renderer, which is not `Send`: a `GpuState` lives on
 /// one worker thread. Every method validates its guest-controlled arguments
 /// completely before it changes any state.
+///
+/// Give it a clone of the `GuestMemoryAtomic` that vhost-user-backend
+/// updates (the one passed to `VhostUserBackend::update_memory`): the
+/// state notices a new memory table by comparing snapshots, re-derives its
+/// host pointers in [`GpuState::refresh_memory`], and also does so by itself
+/// before any access to guest memory.
 pub struct GpuState {
     // Declared first so it is dropped before the memory snapshot its iovecs
     // point into.
@@ -467,7 +473,7 @@ impl GpuState {
             layout: None,
         };
         if !entries.is_empty() {
-            self.refresh_memory()?;
+            self.ensure_memory_current();
             resource.backing = Some(self.validated_backing(id, &resource, entries)?);
         }
         let attached = resource.attached_bytes();
@@ -564,7 +570,7 @@ impl GpuState {
     /// [`ResourceError::EntryOutsideGuestMemory`]; entries not covering the
     /// resource: [`ResourceError::BackingTooSmall`]. Nothing changes on error.
     pub fn attach_backing(&mut self, id: u32, entries: &[MemEntry]) -> Result<u64, ResourceError> {
-        self.refresh_memory()?;
+        self.ensure_memory_current();
         let resource = self.resource(id)?;
         if resource.backing.is_some() {
             return Err(ResourceError::BackingAlreadyAttached { id });
@@ -704,6 +710,17 @@ impl GpuState {
         }
     }
 
+    /// Makes sure every host pointer points into the current guest memory
+    /// before an operation that touches guest memory, even if the daemon did
+    /// not call [`GpuState::refresh_memory`] after an update. A renderer
+    /// failure there already dropped the affected resource's backing, so it
+    /// is logged and the operation goes on.
+    fn ensure_memory_current(&mut self) {
+        if let Err(err) = self.refresh_memory() {
+            warn!("resources: memory update: {err}");
+        }
+    }
+
     /// TRANSFER_TO_HOST_2D: copies `rect` of resource `id` from its backing
     /// into the host copy.
     ///
@@ -730,7 +747,7 @@ impl GpuState {
         offset: u64,
     ) -> Result<(), ResourceError> {
         const OP: &str = "transfer to host";
-        self.refresh_memory()?;
+        self.ensure_memory_current();
         let resource = self.resource(id)?;
         let ResourceKind::TwoD { width, height, .. } = resource.kind else {
             if resource.backing.is_none() {
@@ -1027,7 +1044,7 @@ impl GpuState {
         }
         match resource.layout {
             Some(layout) => {
-                self.refresh_memory()?;
+                self.ensure_memory_current();
                 self.read_blob(id, layout, rect, out, OP)
             }
             None => self.read_host_copy(id, rect, out),
@@ -1188,7 +1205,7 @@ impl GpuState {
                         reason: "a blob cursor must hold 64x64 pixels",
                     });
                 }
-                self.refresh_memory()?;
+                self.ensure_memory_current();
                 self.read_blob(id, layout, full, &mut pixels, "update cursor")?;
                 layout.format
             }

@@ -334,3 +334,85 @@ fn test_blob_reattached_elsewhere_shows_new_pages() {
     };
     assert_eq!(data, swapped_in);
 }
+
+#[test]
+fn test_flush_of_detached_2d_scanout_shows_host_copy_without_refusal() {
+    let mut vmm = start();
+    let content = pattern(1, BYTES);
+    create_uploaded(&mut vmm, &content);
+    vmm.ok(&wire::detach_backing(1));
+    vmm.write_guest(SITE_A, &vec![0x77; BYTES]);
+    let refused_before = vmm.metric("vugpu_refused_guest_accesses_total");
+
+    // A 2D flush shows the host copy: it needs no guest memory.
+    let shown = flush_and_capture(&mut vmm);
+
+    assert_eq!(shown, content);
+    assert_eq!(
+        vmm.metric("vugpu_refused_guest_accesses_total"),
+        refused_before
+    );
+}
+
+#[test]
+fn test_unref_with_backing_releases_attached_bytes() {
+    let mut vmm = start();
+    vmm.create_backed_2d(1, W, H, &page_entries(SITE_A, 2));
+    vmm.create_backed_2d(2, W, H, &page_entries(SITE_B, 2));
+
+    vmm.ok(&wire::resource_unref(1));
+
+    assert_eq!(vmm.metric("vugpu_attached_bytes"), (2 * PAGE) as f64);
+    assert_eq!(vmm.metric("vugpu_resources"), 1.0);
+    assert_eq!(vmm.metric("vugpu_resources_destroyed_total"), 1.0);
+}
+
+#[test]
+fn test_memory_table_update_scanned_out_blob_shows_new_mapping() {
+    let mut vmm = TestVmm::start(&["--blob"]);
+    vmm.write_guest(SITE_A, &pattern(4, PAGE as usize));
+    vmm.ok(&wire::resource_create_blob(
+        1,
+        wire::BLOB_MEM_GUEST,
+        wire::BLOB_FLAG_USE_SHAREABLE,
+        PAGE,
+        &page_entries(SITE_A, 1),
+    ));
+    vmm.ok(&wire::set_scanout_blob(
+        0,
+        1,
+        Rect::new(0, 0, 32, 32),
+        (32, 32, wire::FORMAT_B8G8R8X8_UNORM, 128),
+    ));
+
+    let old = vmm.remap(false);
+    let fresh = pattern(13, PAGE as usize);
+    vmm.write_guest(SITE_A, &fresh);
+    old.write_slice(&vec![0xcc; PAGE as usize], GuestAddress(SITE_A))
+        .expect("scribble old mapping");
+    let from = vmm.display.as_ref().expect("display").len();
+    vmm.ok(&wire::resource_flush(1, Rect::new(0, 0, 32, 32)));
+
+    let display = vmm.display.as_ref().expect("display");
+    let (_, msg) = display.wait_for(from, |m| matches!(m, DisplayMsg::Update { .. }));
+    let DisplayMsg::Update { data, .. } = msg else {
+        unreachable!()
+    };
+    assert_eq!(data, fresh, "blob scanout still reads the old mapping");
+}
+
+#[test]
+fn test_detach_after_memory_table_update_then_reattach_keeps_content() {
+    let mut vmm = start();
+    let content = pattern(2, BYTES);
+    create_uploaded(&mut vmm, &content);
+    vmm.remap(true);
+
+    vmm.ok(&wire::detach_backing(1));
+    vmm.write_guest(HIGH_BASE, &vec![0x01; BYTES]);
+    vmm.ok(&wire::attach_backing(1, &page_entries(HIGH_BASE, 2)));
+    let shown = flush_and_capture(&mut vmm);
+
+    assert_eq!(shown, content);
+    assert_eq!(vmm.metric("vugpu_attached_bytes"), BYTES as f64);
+}

@@ -511,3 +511,75 @@ fn test_request_split_across_descriptors_is_reassembled() {
         wire::RESP_OK_NODATA
     );
 }
+
+#[test]
+fn test_set_scanout_resource_zero_sends_disabled_scanout_to_display() {
+    let mut vmm = start();
+    vmm.create_backed_2d(1, 64, 32, &page_entries(DATA_BASE, 2));
+    vmm.ok(&wire::set_scanout(0, 1, Rect::new(0, 0, 64, 32)));
+
+    vmm.ok(&wire::set_scanout(0, 0, Rect::new(0, 0, 0, 0)));
+
+    let display = vmm.display.as_ref().expect("display");
+    let (_, msg) = display.wait_for(0, |m| matches!(m, DisplayMsg::Scanout { width: 0, .. }));
+    assert_eq!(
+        msg,
+        DisplayMsg::Scanout {
+            scanout_id: 0,
+            width: 0,
+            height: 0
+        }
+    );
+}
+
+#[test]
+fn test_resource_flush_sub_rect_sends_only_that_rect() {
+    let mut vmm = start();
+    // 16x16 resource; flush the 4x2 rect at (5, 3).
+    let pixels = pattern(21, 16 * 16 * 4);
+    vmm.write_guest(DATA_BASE, &pixels);
+    vmm.create_backed_2d(1, 16, 16, &[entry(DATA_BASE, 1024)]);
+    vmm.ok(&wire::transfer_to_host_2d(1, Rect::new(0, 0, 16, 16), 0));
+    vmm.ok(&wire::set_scanout(0, 1, Rect::new(0, 0, 16, 16)));
+    let from = vmm.display.as_ref().expect("display").len();
+
+    vmm.ok(&wire::resource_flush(1, Rect::new(5, 3, 4, 2)));
+
+    let mut expected = Vec::new();
+    for row in 3..5 {
+        let start = row * 64 + 5 * 4;
+        expected.extend_from_slice(&pixels[start..start + 16]);
+    }
+    let display = vmm.display.as_ref().expect("display");
+    let (_, msg) = display.wait_for(from, |m| matches!(m, DisplayMsg::Update { .. }));
+    assert_eq!(
+        msg,
+        DisplayMsg::Update {
+            scanout_id: 0,
+            rect: Rect::new(5, 3, 4, 2),
+            data: expected
+        }
+    );
+}
+
+#[test]
+fn test_resource_flush_not_scanned_out_sends_no_update() {
+    let mut vmm = start();
+    vmm.create_backed_2d(1, 16, 16, &[entry(DATA_BASE, 1024)]);
+    vmm.create_backed_2d(2, 8, 8, &[entry(DATA_BASE + PAGE, 256)]);
+
+    let resp = vmm.ctrl(&wire::resource_flush(1, Rect::new(0, 0, 16, 16)));
+    // A later scanout message orders the display stream after the flush.
+    vmm.ok(&wire::set_scanout(0, 2, Rect::new(0, 0, 8, 8)));
+
+    assert_eq!(resp.type_(), wire::RESP_OK_NODATA);
+    let display = vmm.display.as_ref().expect("display");
+    let (idx, _) = display.wait_for(0, |m| matches!(m, DisplayMsg::Scanout { width: 8, .. }));
+    let msgs = display.messages();
+    assert!(
+        !msgs[..idx]
+            .iter()
+            .any(|m| matches!(m, DisplayMsg::Update { .. })),
+        "update for a resource on no scanout: {msgs:?}"
+    );
+}

@@ -1004,6 +1004,35 @@ impl TestVmm {
         self.sync();
     }
 
+    /// Stops both rings with GET_VRING_BASE and starts them again where
+    /// they left off, as QEMU's vhost_dev_stop/vhost_dev_start do (VM
+    /// pause, migration, or a guest reset without RESET_DEVICE).
+    pub fn stop_and_restart_rings(&mut self) {
+        let mut bases = [0u16; 2];
+        for q in [CTRL_Q, CURSOR_Q] {
+            let base = self.frontend().get_vring_base(q).expect("GET_VRING_BASE");
+            bases[q] = u16::try_from(base).expect("vring base fits u16");
+            assert_eq!(
+                bases[q], self.rings[q].avail_idx,
+                "backend consumed every chain"
+            );
+        }
+        self.set_features_and_memory();
+        for q in [CTRL_Q, CURSOR_Q] {
+            let cfg = self.rings[q].config();
+            let kick = self.rings[q].kick.try_clone().expect("dup kick");
+            let call = self.rings[q].call.try_clone().expect("dup call");
+            let f = self.frontend();
+            f.set_vring_num(q, QUEUE_SIZE).expect("SET_VRING_NUM");
+            f.set_vring_base(q, bases[q]).expect("SET_VRING_BASE");
+            f.set_vring_addr(q, &cfg).expect("SET_VRING_ADDR");
+            f.set_vring_kick(q, &kick).expect("SET_VRING_KICK");
+            f.set_vring_call(q, &call).expect("SET_VRING_CALL");
+            f.set_vring_enable(q, true).expect("SET_VRING_ENABLE");
+        }
+        self.sync();
+    }
+
     /// Closes the vhost-user connection (as a VMM that quits) and waits,
     /// bounded, for the daemon to exit.
     pub fn disconnect_and_wait(&mut self) -> ExitStatus {

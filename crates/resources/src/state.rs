@@ -1284,11 +1284,12 @@ impl GpuState {
         self.cursor = Cursor::default();
         self.host_memory_used = 0;
         self.attached_bytes = 0;
-        self.mem_snapshot = self.mem.memory().into_inner();
         match build_renderer(&self.config) {
             Ok(fresh) => {
-                // Dropping the old renderer drops every resource and iovec.
+                // Dropping the old renderer drops every resource and iovec;
+                // only then may the snapshot they pointed into go.
                 self.rutabaga = fresh;
+                self.mem_snapshot = self.mem.memory().into_inner();
                 Ok(())
             }
             Err(err) => {

@@ -1638,3 +1638,139 @@ fn test_renderer_failed_attach_gives_no_iovecs() {
     assert!(result.is_err());
     assert!(!renderer_can_read_backing(&mut state, 1));
 }
+
+// ---------------------------------------------------------------- random sequences
+
+/// xorshift64*: a deterministic pseudo-random source for the sequence test.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+
+    /// Mostly small values, sometimes extreme ones.
+    fn guest_u32(&mut self, small: u64) -> u32 {
+        match self.below(10) {
+            0 => u32::MAX,
+            1 => 0,
+            _ => self.below(small) as u32,
+        }
+    }
+}
+
+/// Recomputes the accounting from the public accessors.
+fn recount(state: &GpuState, max_id: u32) -> (u64, u64) {
+    let attached = (1..=max_id)
+        .filter_map(|id| state.backing_ranges(id))
+        .flat_map(|ranges| ranges.iter().map(|r| r.len))
+        .sum();
+    let host = (1..=max_id)
+        .filter_map(|id| state.resource_kind(id))
+        .map(|kind| match kind {
+            ResourceKind::TwoD { width, height, .. } => u64::from(width) * u64::from(height) * 4,
+            ResourceKind::GuestBlob { .. } => 0,
+        })
+        .sum();
+    (attached, host)
+}
+
+/// Drives 20,000 random, often invalid, commands (and memory table updates)
+/// through the state: nothing may panic and the byte accounting must always
+/// match the resources that exist.
+#[test]
+fn test_random_command_sequences_keep_accounting_consistent() {
+    const MAX_ID: u32 = 12;
+    let (mut state, mem) = new_state();
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let mut out = Vec::new();
+    let mut successes = [0u32; 16];
+
+    for step in 0..20_000u32 {
+        let id = rng.below(u64::from(MAX_ID) + 1) as u32;
+        let rect = Rect {
+            x: rng.guest_u32(80),
+            y: rng.guest_u32(80),
+            width: rng.guest_u32(80),
+            height: rng.guest_u32(80),
+        };
+        let addr = match rng.below(8) {
+            0 => u64::MAX - rng.below(2 * PAGE),
+            1 => 64 * MIB - rng.below(4 * PAGE),
+            _ => rng.below(32) * 16 * PAGE,
+        };
+        let entries: Vec<MemEntry> = (0..rng.below(40))
+            .map(|i| MemEntry {
+                addr: addr.wrapping_add(i * PAGE),
+                length: if rng.below(30) == 0 { 0 } else { PAGE as u32 },
+            })
+            .collect();
+        let op = rng.below(16) as usize;
+        let result = match op {
+            0 => state
+                .create_2d(id, FORMAT, rng.guest_u32(100), rng.guest_u32(100))
+                .map(|()| 0),
+            1 => state.create_blob(
+                id,
+                VIRTIO_GPU_BLOB_MEM_GUEST,
+                0,
+                0,
+                rng.below(40 * PAGE),
+                &entries,
+            ),
+            2 => state.unref(id),
+            3 | 4 => state.attach_backing(id, &entries),
+            5 | 6 => state.detach_backing(id),
+            7 => state
+                .transfer_to_host_2d(id, rect, rng.below(SIDE_BYTES))
+                .map(|()| 0),
+            8 => state.set_scanout(rng.below(3) as u32, id, rect).map(|_| 0),
+            9 => state
+                .set_scanout_blob(
+                    rng.below(3) as u32,
+                    id,
+                    rng.guest_u32(80),
+                    rng.guest_u32(80),
+                    FORMAT,
+                    [rng.guest_u32(400), 0, 0, 0],
+                    [rng.guest_u32(PAGE), 0, 0, 0],
+                    rect,
+                )
+                .map(|_| 0),
+            10 => state.flush(id, rect).map(|_| 0),
+            11 => state.read_pixels(id, rect, &mut out).map(|()| 0),
+            12 => state.update_cursor(id, 0, 0).map(|_| 0),
+            13 => state.assign_uuid(id).map(|_| 0),
+            14 => {
+                let size = [4 * MIB, 16 * MIB, 64 * MIB][rng.below(3) as usize];
+                mem.lock().expect("lock").replace(anonymous_memory(size));
+                state.refresh_memory().map(|_| 0)
+            }
+            _ => {
+                if rng.below(50) == 0 {
+                    state.reset().map(|()| 0)
+                } else {
+                    state.move_cursor(rng.below(3) as u32, 1, 1).map(|()| 0)
+                }
+            }
+        };
+
+        if result.is_ok() {
+            successes[op] += 1;
+        }
+        let (attached, host) = recount(&state, MAX_ID);
+        assert_eq!(state.attached_bytes(), attached, "attached at step {step}");
+        assert_eq!(state.host_memory_used(), host, "host memory at step {step}");
+    }
+    // The sequence must reach the interesting transitions, not only errors:
+    // creates (0, 1), attach (3, 4), detach (5, 6), transfer (7), reads (11).
+    eprintln!("successes per operation: {successes:?}");
+    assert!([0, 1, 3, 5, 7, 11].iter().all(|&op| successes[op] >= 10));
+}

@@ -369,3 +369,38 @@ fn test_shutdown_stops_accepting_connections() {
     assert!(result.is_ok(), "{result:?}");
     assert!(TcpStream::connect(addr).is_err(), "listener closed");
 }
+
+#[test]
+fn test_request_split_inside_blank_line_is_served() {
+    // Arrange: the terminator arrives in three pieces, so the server must
+    // find "\r\n\r\n" across read boundaries.
+    let server = start_tcp(Arc::new(Metrics::new()), ServerOptions::default());
+    let mut s = TcpStream::connect(tcp_addr(&server)).expect("connect");
+    s.set_read_timeout(Some(CLIENT_TIMEOUT)).expect("timeout");
+    s.set_nodelay(true).expect("nodelay");
+
+    // Act
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r")
+        .expect("send");
+    std::thread::sleep(Duration::from_millis(50));
+    s.write_all(b"\n\r").expect("send");
+    std::thread::sleep(Duration::from_millis(50));
+    s.write_all(b"\n").expect("send");
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).expect("read");
+
+    // Assert
+    assert_eq!(parse_response(&raw).status, 200);
+}
+
+#[test]
+fn test_binary_garbage_request_is_bad_request() {
+    // Arrange
+    let server = start_tcp(Arc::new(Metrics::new()), ServerOptions::default());
+
+    // Act
+    let resp = tcp_request(tcp_addr(&server), b"\x00\x01\xff\xfe garbage\r\n\r\n");
+
+    // Assert
+    assert_eq!(resp.status, 400);
+}

@@ -27,7 +27,7 @@ fn start() -> TestVmm {
 /// Shows resource 1 on scanout 0, flushes it, and returns the pixels of the
 /// first UPDATE received after message index `from`.
 fn flush_and_capture(vmm: &mut TestVmm) -> Vec<u8> {
-    let from = vmm.display.as_ref().expect("display").len();
+    let from = vmm.display_mark();
     vmm.ok(&wire::resource_flush(1, FULL));
     let display = vmm.display.as_ref().expect("display");
     let (_, msg) = display.wait_for(from, |m| matches!(m, DisplayMsg::Update { .. }));
@@ -273,7 +273,7 @@ fn test_blob_flush_after_detach_fails_without_reading_pages() {
         (32, 32, wire::FORMAT_B8G8R8X8_UNORM, 128),
     ));
     vmm.ok(&wire::detach_backing(1));
-    let from = vmm.display.as_ref().expect("display").len();
+    let from = vmm.display_mark();
     let refused_before = vmm.metric("vugpu_refused_guest_accesses_total");
 
     let resp = vmm.ctrl(&wire::resource_flush(1, Rect::new(0, 0, 32, 32)));
@@ -324,7 +324,7 @@ fn test_blob_reattached_elsewhere_shows_new_pages() {
     vmm.write_guest(SITE_B, &swapped_in);
 
     vmm.ok(&wire::attach_backing(1, &page_entries(SITE_B, 1)));
-    let from = vmm.display.as_ref().expect("display").len();
+    let from = vmm.display_mark();
     vmm.ok(&wire::resource_flush(1, Rect::new(0, 0, 32, 32)));
 
     let display = vmm.display.as_ref().expect("display");
@@ -390,7 +390,7 @@ fn test_memory_table_update_scanned_out_blob_shows_new_mapping() {
     vmm.write_guest(SITE_A, &fresh);
     old.write_slice(&vec![0xcc; PAGE as usize], GuestAddress(SITE_A))
         .expect("scribble old mapping");
-    let from = vmm.display.as_ref().expect("display").len();
+    let from = vmm.display_mark();
     vmm.ok(&wire::resource_flush(1, Rect::new(0, 0, 32, 32)));
 
     let display = vmm.display.as_ref().expect("display");

@@ -197,17 +197,19 @@ fn test_set_scanout_resource_zero_disables_scanout() {
 fn test_resource_flush_scanned_out_resource_sends_transferred_pixels() {
     let mut vmm = start();
     // 16x16 BGRA = 1024 bytes, one page of backing.
+    vmm.create_backed_2d(1, 16, 16, &[entry(DATA_BASE, 1024)]);
+    vmm.ok(&wire::set_scanout(0, 1, Rect::new(0, 0, 16, 16)));
+    // New content after the scanout was set: only the flush can show it.
     let pixels = pattern(7, 16 * 16 * 4);
     vmm.write_guest(DATA_BASE, &pixels);
-    vmm.create_backed_2d(1, 16, 16, &[entry(DATA_BASE, 1024)]);
     vmm.ok(&wire::transfer_to_host_2d(1, Rect::new(0, 0, 16, 16), 0));
-    vmm.ok(&wire::set_scanout(0, 1, Rect::new(0, 0, 16, 16)));
+    let from = vmm.display_mark();
 
     let resp = vmm.ctrl(&wire::resource_flush(1, Rect::new(0, 0, 16, 16)));
 
     assert_eq!(resp.type_(), wire::RESP_OK_NODATA);
     let display = vmm.display.as_ref().expect("display");
-    let (_, msg) = display.wait_for(0, |m| matches!(m, DisplayMsg::Update { .. }));
+    let (_, msg) = display.wait_for(from, |m| matches!(m, DisplayMsg::Update { .. }));
     assert_eq!(
         msg,
         DisplayMsg::Update {
@@ -239,11 +241,12 @@ fn test_transfer_to_host_2d_sub_rect_with_offset_updates_only_that_rect() {
         4 * 32 + 3 * 4,
     ));
     vmm.ok(&wire::set_scanout(0, 1, Rect::new(0, 0, 8, 8)));
+    let from = vmm.display_mark();
     vmm.ok(&wire::resource_flush(1, Rect::new(0, 0, 8, 8)));
 
     assert_eq!(resp.type_(), wire::RESP_OK_NODATA);
     let display = vmm.display.as_ref().expect("display");
-    let (_, msg) = display.wait_for(0, |m| matches!(m, DisplayMsg::Update { .. }));
+    let (_, msg) = display.wait_for(from, |m| matches!(m, DisplayMsg::Update { .. }));
     let DisplayMsg::Update { data, .. } = msg else {
         unreachable!()
     };
@@ -379,8 +382,6 @@ fn test_resource_create_blob_without_blob_feature_is_rejected() {
 fn test_set_scanout_blob_backed_blob_displays_guest_pixels_on_flush() {
     let mut vmm = start_blob();
     // 32x32 XRGB blob, stride 128, 4096 bytes = one page.
-    let pixels = pattern(3, 32 * 32 * 4);
-    vmm.write_guest(DATA_BASE, &pixels);
     vmm.ok(&wire::resource_create_blob(
         1,
         wire::BLOB_MEM_GUEST,
@@ -395,6 +396,10 @@ fn test_set_scanout_blob_backed_blob_displays_guest_pixels_on_flush() {
         Rect::new(0, 0, 32, 32),
         (32, 32, wire::FORMAT_B8G8R8X8_UNORM, 128),
     ));
+    // The guest draws into the blob after the scanout was set.
+    let pixels = pattern(3, 32 * 32 * 4);
+    vmm.write_guest(DATA_BASE, &pixels);
+    let from = vmm.display_mark();
     vmm.ok(&wire::resource_flush(1, Rect::new(0, 0, 32, 32)));
 
     assert_eq!(resp.type_(), wire::RESP_OK_NODATA);
@@ -408,7 +413,7 @@ fn test_set_scanout_blob_backed_blob_displays_guest_pixels_on_flush() {
             height: 32
         }
     );
-    let (_, update) = display.wait_for(0, |m| matches!(m, DisplayMsg::Update { .. }));
+    let (_, update) = display.wait_for(from, |m| matches!(m, DisplayMsg::Update { .. }));
     let DisplayMsg::Update { data, .. } = update else {
         unreachable!()
     };
@@ -541,7 +546,7 @@ fn test_resource_flush_sub_rect_sends_only_that_rect() {
     vmm.create_backed_2d(1, 16, 16, &[entry(DATA_BASE, 1024)]);
     vmm.ok(&wire::transfer_to_host_2d(1, Rect::new(0, 0, 16, 16), 0));
     vmm.ok(&wire::set_scanout(0, 1, Rect::new(0, 0, 16, 16)));
-    let from = vmm.display.as_ref().expect("display").len();
+    let from = vmm.display_mark();
 
     vmm.ok(&wire::resource_flush(1, Rect::new(5, 3, 4, 2)));
 

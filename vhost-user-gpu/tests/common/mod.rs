@@ -15,7 +15,8 @@
 //! | 0x0000..0x3000      | control queue: desc table, avail, used  |
 //! | 0x4000..0x7000      | cursor queue                            |
 //! | 0x10000..0x80000    | request buffers of the chain in flight  |
-//! | 0x80000..0x100000   | response buffers                        |
+//! | 0x80000..0xff000    | response buffers                        |
+//! | 0xff000..0x100000   | indirect descriptor table               |
 //! | [`DATA_BASE`]..     | free for tests (backing pages)          |
 
 #![allow(dead_code)]
@@ -62,18 +63,26 @@ pub const TIMEOUT: Duration = Duration::from_secs(10);
 const QUEUE_SIZE: u16 = 256;
 const RING_BASES: [u64; 2] = [0x0, 0x4000];
 const REQ_AREA: (u64, u64) = (0x1_0000, 0x8_0000);
-const RESP_AREA: (u64, u64) = (0x8_0000, 0x10_0000);
+const RESP_AREA: (u64, u64) = (0x8_0000, 0xf_f000);
+/// One page for an indirect descriptor table.
+const INDIRECT_TABLE: u64 = 0xf_f000;
 /// The "VMM virtual address" of GPA 0 we tell the backend. Any value works
 /// as long as ring addresses use the same offset; a fixed one keeps ring
 /// addresses valid across memory-table updates.
 const VA_OFFSET: u64 = 0x7f00_0000_0000;
 const VRING_DESC_F_NEXT: u16 = 1;
 const VRING_DESC_F_WRITE: u16 = 2;
+const VRING_DESC_F_INDIRECT: u16 = 4;
+const VIRTIO_RING_F_INDIRECT_DESC: u64 = 1 << 28;
+const VIRTIO_RING_F_EVENT_IDX: u64 = 1 << 29;
 const VIRTIO_F_VERSION_1: u64 = 1 << 32;
 const VHOST_USER_F_PROTOCOL_FEATURES: u64 = 1 << 30;
 const VHOST_USER_GPU_SET_SOCKET: u32 = 33;
 
 static INSTANCE: AtomicU32 = AtomicU32::new(0);
+static MARK: AtomicU32 = AtomicU32::new(0);
+/// Cursor coordinate used by [`TestVmm::display_mark`] (far off screen).
+const MARK_X: u32 = 0xb000;
 
 /// One descriptor of a chain: guest address, length, device-writable.
 #[derive(Clone, Copy, Debug)]
@@ -415,6 +424,11 @@ pub struct VmmOptions {
     pub display: bool,
     /// Add a second memory region at [`HIGH_BASE`].
     pub high_region: bool,
+    /// Negotiate VIRTIO_RING_F_EVENT_IDX (as Linux does when offered).
+    pub event_idx: bool,
+    /// Size the fake display frontend reports in GET_DISPLAY_INFO
+    /// (default: the daemon's --width/--height).
+    pub display_size: Option<(u32, u32)>,
 }
 
 impl VmmOptions {
@@ -424,6 +438,8 @@ impl VmmOptions {
             args: args.iter().map(|s| (*s).to_owned()).collect(),
             display: true,
             high_region: false,
+            event_idx: true,
+            display_size: None,
         }
     }
 }
@@ -567,10 +583,11 @@ impl TestVmm {
         let stream = vmm.wait_for_socket();
         vmm.raw = Some(stream.try_clone().expect("clone vhost-user socket"));
         vmm.frontend = Some(Frontend::from_stream(stream, 2));
-        vmm.negotiate();
+        vmm.negotiate(opts.event_idx);
         if opts.display {
             let (ours, theirs) = UnixStream::pair().expect("display socketpair");
-            vmm.display = Some(Display::start(ours, width, height));
+            let (w, h) = opts.display_size.unwrap_or((width, height));
+            vmm.display = Some(Display::start(ours, w, h));
             vmm.send_gpu_set_socket(&theirs);
         }
         vmm.set_features_and_memory();
@@ -614,7 +631,7 @@ impl TestVmm {
         std::fs::read_to_string(self.dir.join("daemon.log")).unwrap_or_default()
     }
 
-    fn negotiate(&mut self) {
+    fn negotiate(&mut self, event_idx: bool) {
         let f = self.frontend();
         f.set_owner().expect("SET_OWNER");
         let offered = f.get_features().expect("GET_FEATURES");
@@ -636,11 +653,15 @@ impl TestVmm {
             f.set_hdr_flags(VhostUserHeaderFlag::NEED_REPLY);
         }
         self.protocol_features = acked;
-        let want = VIRTIO_F_VERSION_1
+        let mut want = VIRTIO_F_VERSION_1
             | VHOST_USER_F_PROTOCOL_FEATURES
+            | VIRTIO_RING_F_INDIRECT_DESC
             | wire::VIRTIO_GPU_F_EDID
             | wire::VIRTIO_GPU_F_RESOURCE_UUID
             | wire::VIRTIO_GPU_F_RESOURCE_BLOB;
+        if event_idx {
+            want |= VIRTIO_RING_F_EVENT_IDX;
+        }
         self.features = offered & want;
     }
 
@@ -749,6 +770,14 @@ impl TestVmm {
         readable: &[&[u8]],
         writable: &[u32],
     ) -> Response {
+        let descs = self.place_segments(readable, writable);
+        let used_len = self.send_descs(queue, &descs);
+        self.collect_response(&descs, used_len)
+    }
+
+    /// Writes readable segments into the request area and poisons writable
+    /// ones in the response area; returns their descriptors in order.
+    fn place_segments(&mut self, readable: &[&[u8]], writable: &[u32]) -> Vec<Desc> {
         let mut descs = Vec::new();
         let mut at = REQ_AREA.0;
         for seg in readable {
@@ -774,7 +803,11 @@ impl TestVmm {
             });
             at = (at + u64::from(len) + 15) & !15;
         }
-        let used_len = self.send_descs(queue, &descs);
+        descs
+    }
+
+    /// Reads back the writable buffers of a completed chain.
+    fn collect_response(&self, descs: &[Desc], used_len: u32) -> Response {
         let mut bytes = Vec::new();
         for d in descs.iter().filter(|d| d.write) {
             bytes.extend(self.read_guest(d.addr, d.len as usize));
@@ -795,20 +828,30 @@ impl TestVmm {
     /// Writes a chain into the descriptor table and publishes it in the
     /// avail ring without kicking. Returns the head index.
     pub fn push_chain(&mut self, queue: usize, descs: &[Desc]) -> u16 {
+        let raw: Vec<_> = descs
+            .iter()
+            .map(|d| (d.addr, d.len, if d.write { VRING_DESC_F_WRITE } else { 0 }))
+            .collect();
+        self.push_raw_chain(queue, &raw)
+    }
+
+    /// Writes descriptors `(addr, len, flags)` chained with NEXT (added
+    /// here) and publishes the chain without kicking. Returns the head.
+    pub fn push_raw_chain(&mut self, queue: usize, descs: &[(u64, u32, u16)]) -> u16 {
         assert!(!descs.is_empty() && descs.len() < usize::from(QUEUE_SIZE));
         let ring = &self.rings[queue];
         let (desc_base, avail, mut idx, avail_idx) =
             (ring.desc, ring.avail, ring.next_desc, ring.avail_idx);
         let head = idx;
-        for (i, d) in descs.iter().enumerate() {
+        for (i, &(addr, len, flags)) in descs.iter().enumerate() {
             let next = (idx + 1) % QUEUE_SIZE;
-            let mut flags = if d.write { VRING_DESC_F_WRITE } else { 0 };
+            let mut flags = flags;
             if i + 1 < descs.len() {
                 flags |= VRING_DESC_F_NEXT;
             }
             let mut raw = [0u8; 16];
-            raw[0..8].copy_from_slice(&d.addr.to_le_bytes());
-            raw[8..12].copy_from_slice(&d.len.to_le_bytes());
+            raw[0..8].copy_from_slice(&addr.to_le_bytes());
+            raw[8..12].copy_from_slice(&len.to_le_bytes());
             raw[12..14].copy_from_slice(&flags.to_le_bytes());
             raw[14..16].copy_from_slice(&next.to_le_bytes());
             self.write_guest(desc_base + 16 * u64::from(idx), &raw);
@@ -824,6 +867,42 @@ impl TestVmm {
         ring.next_desc = idx;
         ring.avail_idx = new_idx;
         head
+    }
+
+    /// Like [`Self::send_segments`] but the chain is one
+    /// VRING_DESC_F_INDIRECT descriptor pointing at a table holding the
+    /// segments, as Linux sends requests when INDIRECT_DESC is negotiated.
+    pub fn send_indirect(
+        &mut self,
+        queue: usize,
+        readable: &[&[u8]],
+        writable: &[u32],
+    ) -> Response {
+        let descs = self.place_segments(readable, writable);
+        let mut table = Vec::with_capacity(16 * descs.len());
+        for (i, d) in descs.iter().enumerate() {
+            let mut flags = if d.write { VRING_DESC_F_WRITE } else { 0 };
+            let next = if i + 1 < descs.len() {
+                flags |= VRING_DESC_F_NEXT;
+                u16::try_from(i + 1).expect("small table")
+            } else {
+                0
+            };
+            table.extend_from_slice(&d.addr.to_le_bytes());
+            table.extend_from_slice(&d.len.to_le_bytes());
+            table.extend_from_slice(&flags.to_le_bytes());
+            table.extend_from_slice(&next.to_le_bytes());
+        }
+        assert!(table.len() <= PAGE as usize, "indirect table too large");
+        self.write_guest(INDIRECT_TABLE, &table);
+        let head = self.push_raw_chain(
+            queue,
+            &[(INDIRECT_TABLE, table.len() as u32, VRING_DESC_F_INDIRECT)],
+        );
+        self.kick(queue);
+        let (id, used_len) = self.wait_used(queue);
+        assert_eq!(id, u32::from(head), "used element for another chain");
+        self.collect_response(&descs, used_len)
     }
 
     /// Kicks `queue`.
@@ -855,7 +934,11 @@ impl TestVmm {
                 std::sync::atomic::fence(Ordering::SeqCst);
                 let slot = u64::from(last % QUEUE_SIZE);
                 let elem = self.read_guest(used + 4 + 8 * slot, 8);
-                self.rings[queue].last_used = last.wrapping_add(1);
+                let next = last.wrapping_add(1);
+                self.rings[queue].last_used = next;
+                // EVENT_IDX: ask for a notification on the next completion.
+                let avail = self.rings[queue].avail;
+                self.write_guest(avail + 4 + 2 * u64::from(QUEUE_SIZE), &next.to_le_bytes());
                 return Some((wire::le32(&elem, 0), wire::le32(&elem, 4)));
             }
             let now = Instant::now();
@@ -914,6 +997,26 @@ impl TestVmm {
         self.ok(&wire::attach_backing(id, entries));
     }
 
+    /// Returns an index into the display log such that every display
+    /// message caused by commands completed so far lies before it.
+    ///
+    /// The display thread records asynchronously, so the log length alone
+    /// is not enough: this sends a MOVE_CURSOR with a unique position and
+    /// waits for its CURSOR_POS, which the daemon writes on the same stream
+    /// after everything it wrote for earlier completed commands.
+    pub fn display_mark(&mut self) -> usize {
+        let n = MARK.fetch_add(1, Ordering::Relaxed);
+        let x = MARK_X + n;
+        // Any non-zero resource id: MOVE_CURSOR only moves the image.
+        self.send_segments(CURSOR_Q, &[&wire::move_cursor(0, x, MARK_X, 1)], &[]);
+        let display = self.display.as_ref().expect("display socket");
+        let (idx, _) = display.wait_for(
+            0,
+            |m| matches!(m, DisplayMsg::CursorPos { x: mx, y, .. } if *mx == x && *y == MARK_X),
+        );
+        idx + 1
+    }
+
     /// Asserts the daemon still answers GET_DISPLAY_INFO.
     pub fn assert_alive(&mut self) {
         let resp = self.send(
@@ -946,6 +1049,12 @@ impl TestVmm {
     /// SET_MEM_TABLE and syncs. Returns the old mapping of region 0, which
     /// the test still holds and may scribble on.
     pub fn remap(&mut self, add_high: bool) -> GuestMemoryMmap {
+        self.remap_with(add_high, false)
+    }
+
+    /// Like [`Self::remap`], and if `drop_high` the high region is left out
+    /// of the new table (as when a VMM unplugs memory).
+    pub fn remap_with(&mut self, add_high: bool, drop_high: bool) -> GuestMemoryMmap {
         let old = self.mem.clone();
         let new_file = memfd("vugpu-test-ram2", MEM_SIZE);
         let mut fresh = vec![Region {
@@ -953,7 +1062,7 @@ impl TestVmm {
             size: MEM_SIZE,
             file: new_file,
         }];
-        for r in self.regions.iter().skip(1) {
+        for r in self.regions.iter().skip(1).filter(|_| !drop_high) {
             fresh.push(Region {
                 gpa: r.gpa,
                 size: r.size,

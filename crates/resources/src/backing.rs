@@ -36,8 +36,8 @@ impl Backing {
     /// Validates `entries` against `mem` and coalesces adjacent ones.
     ///
     /// Checks, in order: the entry count is in `1..=max_entries`; every entry
-    /// has a non-zero length, does not overflow and lies inside guest memory.
-    /// Nothing is allocated before the count was checked.
+    /// has a non-zero length and does not overflow; every entry lies inside
+    /// guest memory. Nothing is allocated before the count was checked.
     pub(crate) fn from_entries(
         id: u32,
         entries: &[MemEntry],
@@ -69,14 +69,6 @@ impl Backing {
                     addr: entry.addr,
                     len,
                 })?;
-            if !range_is_guest_memory(mem, entry.addr, len) {
-                return Err(ResourceError::EntryOutsideGuestMemory {
-                    id,
-                    index,
-                    addr: entry.addr,
-                    len,
-                });
-            }
             // Cannot overflow: at most u32::MAX entries of at most u32::MAX bytes.
             total += len;
             match ranges.last_mut() {
@@ -89,6 +81,27 @@ impl Backing {
                     len,
                 }),
             }
+        }
+
+        // Checking the coalesced ranges is equivalent to checking every entry
+        // (a range is the union of adjacent entries) and much cheaper: 16384
+        // contiguous pages are one lookup. Only on failure are the entries
+        // scanned to name the first bad one.
+        if !ranges
+            .iter()
+            .all(|r| range_is_guest_memory(mem, r.addr, r.len))
+        {
+            let (index, entry) = entries
+                .iter()
+                .enumerate()
+                .find(|(_, e)| !range_is_guest_memory(mem, e.addr, u64::from(e.length)))
+                .unwrap_or((0, &entries[0]));
+            return Err(ResourceError::EntryOutsideGuestMemory {
+                id,
+                index,
+                addr: entry.addr,
+                len: u64::from(entry.length),
+            });
         }
 
         Ok(Self {
@@ -329,6 +342,41 @@ mod tests {
         let entries = [entry(64 * MIB - u64::from(PAGE), 2 * PAGE)];
 
         let err = Backing::from_entries(1, &entries, 16, &mem).expect_err("outside");
+
+        assert!(matches!(
+            err,
+            ResourceError::EntryOutsideGuestMemory { index: 0, .. }
+        ));
+    }
+
+    #[test]
+    fn test_from_entries_names_first_entry_outside_memory() {
+        let mem = memory();
+        // Entries 0 and 1 are adjacent (one range); entry 1 ends past 64 MiB.
+        let entries = [
+            entry(64 * MIB - 2 * u64::from(PAGE), PAGE),
+            entry(64 * MIB - u64::from(PAGE), 2 * PAGE),
+        ];
+
+        let err = Backing::from_entries(1, &entries, 16, &mem).expect_err("outside");
+
+        assert!(matches!(
+            err,
+            ResourceError::EntryOutsideGuestMemory { index: 1, .. }
+        ));
+    }
+
+    #[test]
+    fn test_from_entries_hole_between_regions_is_outside() {
+        // Regions [0, 1M) and [2M, 3M): an entry across 1M..2M hits the hole.
+        let mem = GuestMemoryMmap::from_ranges(&[
+            (GuestAddress(0), MIB as usize),
+            (GuestAddress(2 * MIB), MIB as usize),
+        ])
+        .expect("anonymous guest memory");
+        let entries = [entry(MIB - u64::from(PAGE), 2 * PAGE)];
+
+        let err = Backing::from_entries(1, &entries, 16, &mem).expect_err("hole");
 
         assert!(matches!(
             err,

@@ -905,6 +905,15 @@ impl TestVmm {
         self.collect_response(&descs, used_len)
     }
 
+    /// Publishes an avail index `delta` past the real one without adding
+    /// chains (a buggy or hostile driver). The ring is unusable afterwards.
+    pub fn corrupt_avail_idx(&mut self, queue: usize, delta: u16) {
+        let ring = &mut self.rings[queue];
+        ring.avail_idx = ring.avail_idx.wrapping_add(delta);
+        let (avail, idx) = (ring.avail, ring.avail_idx);
+        self.write_guest(avail + 2, &idx.to_le_bytes());
+    }
+
     /// Kicks `queue`.
     pub fn kick(&self, queue: usize) {
         self.rings[queue].kick.write(1).expect("kick");

@@ -1,0 +1,294 @@
+//! What the daemon sends on the vhost-user GPU display socket: scanout
+//! geometry, update rectangles relative to the scanout, large updates,
+//! several outputs, and display information coming from the frontend.
+
+mod common;
+
+use common::wire::{self, Rect};
+use common::{
+    entry, page_entries, pattern, DisplayMsg, TestVmm, VmmOptions, CTRL_Q, DATA_BASE, PAGE,
+};
+
+/// Every UPDATE for `scanout` received from index `from` up to the first
+/// message matching `end`.
+fn updates_until(
+    vmm: &TestVmm,
+    from: usize,
+    end: impl Fn(&DisplayMsg) -> bool,
+) -> Vec<(u32, Rect, Vec<u8>)> {
+    let display = vmm.display.as_ref().expect("display");
+    let (idx, _) = display.wait_for(from, end);
+    display.messages()[from..idx]
+        .iter()
+        .filter_map(|m| match m {
+            DisplayMsg::Update {
+                scanout_id,
+                rect,
+                data,
+            } => Some((*scanout_id, *rect, data.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Paints the UPDATE messages into a `w`x`h` BGRA canvas.
+fn compose(updates: &[(u32, Rect, Vec<u8>)], w: u32, h: u32) -> Vec<u8> {
+    let mut canvas = vec![0u8; (w * h * 4) as usize];
+    for (_, r, data) in updates {
+        assert_eq!(data.len(), (r.width * r.height * 4) as usize, "update size");
+        for row in 0..r.height {
+            let src = (row * r.width * 4) as usize;
+            let dst = (((r.y + row) * w + r.x) * 4) as usize;
+            canvas[dst..dst + (r.width * 4) as usize]
+                .copy_from_slice(&data[src..src + (r.width * 4) as usize]);
+        }
+    }
+    canvas
+}
+
+#[test]
+fn test_display_info_from_frontend_overrides_command_line_size() {
+    let mut opts = VmmOptions::new(&["--width", "1024", "--height", "768"]);
+    opts.display_size = Some((800, 600));
+    let mut vmm = TestVmm::start_with(opts);
+
+    let resp = vmm.send(CTRL_Q, &wire::get_display_info(), 408);
+
+    assert_eq!(resp.type_(), wire::RESP_OK_DISPLAY_INFO);
+    assert_eq!(
+        (wire::le32(&resp.bytes, 32), wire::le32(&resp.bytes, 36)),
+        (800, 600)
+    );
+}
+
+#[test]
+fn test_scanout_with_offset_rect_sends_updates_relative_to_scanout() {
+    let mut vmm = TestVmm::start(&[]);
+    // 32x32 resource (4 KiB); the scanout shows its 16x16 centre.
+    let pixels = pattern(17, 32 * 32 * 4);
+    vmm.write_guest(DATA_BASE, &pixels);
+    vmm.create_backed_2d(1, 32, 32, &page_entries(DATA_BASE, 1));
+    vmm.ok(&wire::transfer_to_host_2d(1, Rect::new(0, 0, 32, 32), 0));
+    vmm.ok(&wire::set_scanout(0, 1, Rect::new(8, 8, 16, 16)));
+    let from = vmm.display_mark();
+
+    vmm.ok(&wire::resource_flush(1, Rect::new(0, 0, 32, 32)));
+    vmm.display_mark();
+
+    let updates = updates_until(&vmm, from, |m| matches!(m, DisplayMsg::CursorPos { .. }));
+    assert!(!updates.is_empty(), "no UPDATE for the flush");
+    let mut expected = Vec::new();
+    for row in 8..24 {
+        let start = (row * 32 + 8) * 4;
+        expected.extend_from_slice(&pixels[start..start + 64]);
+    }
+    assert_eq!(compose(&updates, 16, 16), expected);
+    assert!(updates
+        .iter()
+        .all(|(s, r, _)| *s == 0 && r.x + r.width <= 16 && r.y + r.height <= 16));
+}
+
+#[test]
+fn test_scanout_with_offset_rect_reports_scanout_size() {
+    let mut vmm = TestVmm::start(&[]);
+    vmm.create_backed_2d(1, 32, 32, &page_entries(DATA_BASE, 1));
+
+    vmm.ok(&wire::set_scanout(0, 1, Rect::new(8, 4, 16, 12)));
+
+    let display = vmm.display.as_ref().expect("display");
+    let (_, msg) = display.wait_for(0, |m| matches!(m, DisplayMsg::Scanout { .. }));
+    assert_eq!(
+        msg,
+        DisplayMsg::Scanout {
+            scanout_id: 0,
+            width: 16,
+            height: 12
+        }
+    );
+}
+
+#[test]
+fn test_full_screen_flush_updates_compose_to_resource_content() {
+    let mut vmm = TestVmm::start(&["--width", "1280", "--height", "800"]);
+    // 1280x800 BGRA = 4000 KiB, 1000 pages in one entry.
+    let (w, h) = (1280u32, 800u32);
+    let bytes = (w * h * 4) as usize;
+    let pixels = pattern(29, bytes);
+    vmm.write_guest(DATA_BASE, &pixels);
+    vmm.create_backed_2d(1, w, h, &[entry(DATA_BASE, bytes as u32)]);
+    vmm.ok(&wire::transfer_to_host_2d(1, Rect::new(0, 0, w, h), 0));
+    vmm.ok(&wire::set_scanout(0, 1, Rect::new(0, 0, w, h)));
+    let from = vmm.display_mark();
+
+    vmm.ok(&wire::resource_flush(1, Rect::new(0, 0, w, h)));
+    vmm.display_mark();
+
+    let updates = updates_until(&vmm, from, |m| matches!(m, DisplayMsg::CursorPos { .. }));
+    assert!(
+        compose(&updates, w, h) == pixels,
+        "composed updates differ from the resource"
+    );
+}
+
+#[test]
+fn test_flush_of_resource_on_two_scanouts_updates_both() {
+    let mut vmm = TestVmm::start(&["--num-outputs", "2"]);
+    let pixels = pattern(31, 16 * 16 * 4);
+    vmm.write_guest(DATA_BASE, &pixels);
+    vmm.create_backed_2d(1, 16, 16, &[entry(DATA_BASE, 1024)]);
+    vmm.ok(&wire::transfer_to_host_2d(1, Rect::new(0, 0, 16, 16), 0));
+    vmm.ok(&wire::set_scanout(0, 1, Rect::new(0, 0, 16, 16)));
+    vmm.ok(&wire::set_scanout(1, 1, Rect::new(0, 0, 16, 16)));
+    let from = vmm.display_mark();
+
+    vmm.ok(&wire::resource_flush(1, Rect::new(0, 0, 16, 16)));
+    vmm.display_mark();
+
+    let updates = updates_until(&vmm, from, |m| matches!(m, DisplayMsg::CursorPos { .. }));
+    for scanout in [0, 1] {
+        let mine: Vec<_> = updates.iter().filter(|u| u.0 == scanout).cloned().collect();
+        assert_eq!(compose(&mine, 16, 16), pixels, "scanout {scanout}");
+    }
+}
+
+#[test]
+fn test_set_scanout_blob_stride_beyond_blob_returns_invalid_parameter() {
+    let mut vmm = TestVmm::start(&["--blob"]);
+    vmm.ok(&wire::resource_create_blob(
+        1,
+        wire::BLOB_MEM_GUEST,
+        wire::BLOB_FLAG_USE_SHAREABLE,
+        PAGE,
+        &page_entries(DATA_BASE, 1),
+    ));
+
+    // 32x64 at stride 128 needs 8 KiB; the blob has 4 KiB.
+    let resp = vmm.ctrl(&wire::set_scanout_blob(
+        0,
+        1,
+        Rect::new(0, 0, 32, 64),
+        (32, 64, wire::FORMAT_B8G8R8X8_UNORM, 128),
+    ));
+
+    assert_eq!(resp.type_(), wire::RESP_ERR_INVALID_PARAMETER);
+    vmm.assert_alive();
+}
+
+#[test]
+fn test_set_scanout_blob_stride_below_row_returns_invalid_parameter() {
+    let mut vmm = TestVmm::start(&["--blob"]);
+    vmm.ok(&wire::resource_create_blob(
+        1,
+        wire::BLOB_MEM_GUEST,
+        wire::BLOB_FLAG_USE_SHAREABLE,
+        PAGE,
+        &page_entries(DATA_BASE, 1),
+    ));
+
+    // A 32-pixel row needs 128 bytes; stride 64 would overlap rows.
+    let resp = vmm.ctrl(&wire::set_scanout_blob(
+        0,
+        1,
+        Rect::new(0, 0, 32, 16),
+        (32, 16, wire::FORMAT_B8G8R8X8_UNORM, 64),
+    ));
+
+    assert_eq!(resp.type_(), wire::RESP_ERR_INVALID_PARAMETER);
+}
+
+#[test]
+fn test_resource_create_blob_host3d_returns_invalid_parameter() {
+    let mut vmm = TestVmm::start(&["--blob"]);
+
+    // VIRTIO_GPU_BLOB_MEM_HOST3D (2) needs a 3D context.
+    let resp = vmm.ctrl(&wire::resource_create_blob(1, 2, 0, PAGE, &[]));
+
+    assert_eq!(resp.type_(), wire::RESP_ERR_INVALID_PARAMETER);
+}
+
+#[test]
+fn test_resource_create_blob_entries_smaller_than_size_returns_invalid_parameter() {
+    let mut vmm = TestVmm::start(&["--blob"]);
+
+    let resp = vmm.ctrl(&wire::resource_create_blob(
+        1,
+        wire::BLOB_MEM_GUEST,
+        wire::BLOB_FLAG_USE_SHAREABLE,
+        4 * PAGE,
+        &page_entries(DATA_BASE, 1),
+    ));
+
+    assert_eq!(resp.type_(), wire::RESP_ERR_INVALID_PARAMETER);
+    // Nothing was created.
+    assert_eq!(vmm.metric("vugpu_resources"), 0.0);
+}
+
+#[test]
+fn test_resource_create_blob_zero_size_returns_invalid_parameter() {
+    let mut vmm = TestVmm::start(&["--blob"]);
+
+    let resp = vmm.ctrl(&wire::resource_create_blob(
+        1,
+        wire::BLOB_MEM_GUEST,
+        wire::BLOB_FLAG_USE_SHAREABLE,
+        0,
+        &[],
+    ));
+
+    assert_eq!(resp.type_(), wire::RESP_ERR_INVALID_PARAMETER);
+}
+
+#[test]
+fn test_transfer_to_host_2d_on_guest_blob_is_accepted() {
+    let mut vmm = TestVmm::start(&["--blob"]);
+    vmm.ok(&wire::resource_create_blob(
+        1,
+        wire::BLOB_MEM_GUEST,
+        wire::BLOB_FLAG_USE_SHAREABLE,
+        PAGE,
+        &page_entries(DATA_BASE, 1),
+    ));
+
+    // Linux sends TRANSFER_TO_HOST_2D for dumb buffers even when they are
+    // guest blobs (virtio_gpu_update_dumb_bo): it must not be an error.
+    let resp = vmm.ctrl(&wire::transfer_to_host_2d(1, Rect::new(0, 0, 32, 32), 0));
+
+    assert_eq!(resp.type_(), wire::RESP_OK_NODATA);
+}
+
+#[test]
+fn test_set_scanout_blob_without_backing_shows_nothing_until_attach() {
+    let mut vmm = TestVmm::start(&["--blob"]);
+    vmm.ok(&wire::resource_create_blob(
+        1,
+        wire::BLOB_MEM_GUEST,
+        wire::BLOB_FLAG_USE_SHAREABLE,
+        PAGE,
+        &[],
+    ));
+    let refused_before = vmm.metric("vugpu_refused_guest_accesses_total");
+    let from = vmm.display_mark();
+
+    let resp = vmm.ctrl(&wire::set_scanout_blob(
+        0,
+        1,
+        Rect::new(0, 0, 32, 32),
+        (32, 32, wire::FORMAT_B8G8R8X8_UNORM, 128),
+    ));
+    vmm.display_mark();
+
+    // Either refused, or accepted without reading any guest page.
+    let updates = updates_until(&vmm, from, |m| matches!(m, DisplayMsg::CursorPos { .. }));
+    assert!(
+        updates.is_empty(),
+        "pixels sent from a blob without backing"
+    );
+    if resp.type_() == wire::RESP_OK_NODATA {
+        assert_eq!(
+            vmm.metric("vugpu_refused_guest_accesses_total"),
+            refused_before
+        );
+    } else {
+        assert!((wire::RESP_ERR_UNSPEC..=wire::RESP_ERR_INVALID_PARAMETER).contains(&resp.type_()));
+    }
+}

@@ -37,8 +37,6 @@ const RB_H_FRONT_PORCH: u32 = 48;
 const RB_H_SYNC: u32 = 32;
 /// Vertical front porch in lines.
 const RB_V_FRONT_PORCH: u32 = 3;
-/// Vertical sync width in lines (the value CVT uses for "other" aspects).
-const RB_V_SYNC: u32 = 10;
 /// Minimum vertical back porch in lines.
 const RB_V_MIN_BACK_PORCH: u32 = 6;
 /// Minimum vertical blanking time in microseconds.
@@ -80,10 +78,11 @@ pub fn generate_edid(
         return Err(out_of_range);
     }
 
+    let v_sync = cvt_v_sync(width, height);
     // Vertical blanking: enough lines to last RB_MIN_V_BLANK_US.
     let frame_us = 1_000_000 / u64::from(refresh);
     let line_us_x1000 = (frame_us.saturating_sub(RB_MIN_V_BLANK_US) * 1000) / u64::from(height);
-    let min_lines = RB_V_FRONT_PORCH + RB_V_SYNC + RB_V_MIN_BACK_PORCH;
+    let min_lines = RB_V_FRONT_PORCH + v_sync + RB_V_MIN_BACK_PORCH;
     let v_blank = if line_us_x1000 == 0 {
         return Err(out_of_range);
     } else {
@@ -150,11 +149,11 @@ pub fn generate_edid(
     d[7] = (((height >> 8) & 0xf) << 4 | ((v_blank >> 8) & 0xf)) as u8;
     d[8] = (RB_H_FRONT_PORCH & 0xff) as u8;
     d[9] = (RB_H_SYNC & 0xff) as u8;
-    d[10] = ((RB_V_FRONT_PORCH & 0xf) << 4 | (RB_V_SYNC & 0xf)) as u8;
+    d[10] = ((RB_V_FRONT_PORCH & 0xf) << 4 | (v_sync & 0xf)) as u8;
     d[11] = (((RB_H_FRONT_PORCH >> 8) & 0x3) << 6
         | ((RB_H_SYNC >> 8) & 0x3) << 4
         | ((RB_V_FRONT_PORCH >> 4) & 0x3) << 2
-        | ((RB_V_SYNC >> 4) & 0x3)) as u8;
+        | ((v_sync >> 4) & 0x3)) as u8;
     d[12] = (width_mm & 0xff) as u8;
     d[13] = (height_mm & 0xff) as u8;
     d[14] = (((width_mm >> 8) & 0xf) << 4 | ((height_mm >> 8) & 0xf)) as u8;
@@ -180,6 +179,23 @@ pub fn generate_edid(
     let sum = e[..127].iter().fold(0u8, |acc, b| acc.wrapping_add(*b));
     e[127] = 0u8.wrapping_sub(sum);
     Ok(e)
+}
+
+/// CVT vertical sync width, which encodes the aspect ratio: 4 lines for
+/// 4:3, 5 for 16:9, 6 for 16:10, 7 for 5:4 and 15:9, 10 for anything else.
+fn cvt_v_sync(width: u32, height: u32) -> u32 {
+    let (w, h) = (u64::from(width), u64::from(height));
+    if w * 3 == h * 4 {
+        4
+    } else if w * 9 == h * 16 {
+        5
+    } else if w * 10 == h * 16 {
+        6
+    } else if w * 4 == h * 5 || w * 9 == h * 15 {
+        7
+    } else {
+        10
+    }
 }
 
 /// A size in millimetres as the whole centimetres of EDID bytes 21/22,
@@ -278,6 +294,23 @@ mod tests {
                 refresh: 60
             })
         );
+    }
+
+    #[test]
+    fn test_generate_edid_16_by_10_mode_uses_cvt_v_sync_6() {
+        let edid = generate_edid(1280, 800, 60).expect("representable mode");
+
+        let d = &edid[54..72];
+        let v_sync = u32::from(d[10] & 0xf) | u32::from(d[11] & 0x3) << 4;
+        assert_eq!(v_sync, 6);
+    }
+
+    #[test]
+    fn test_generate_edid_odd_aspect_uses_cvt_v_sync_10() {
+        let edid = generate_edid(1000, 700, 60).expect("representable mode");
+
+        let d = &edid[54..72];
+        assert_eq!(d[10] & 0xf, 10);
     }
 
     #[test]

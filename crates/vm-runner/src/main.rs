@@ -77,6 +77,13 @@ fn parse_scenario(text: &str) -> Result<Vec<Scenario>, String> {
     <Scenario as clap::ValueEnum>::from_str(text, false).map(|s| vec![s])
 }
 
+/// Makes an existing path absolute so the printed commands work from any
+/// directory; a path that does not exist is kept as given (validation
+/// reports it).
+fn absolute(path: PathBuf) -> PathBuf {
+    std::fs::canonicalize(&path).unwrap_or(path)
+}
+
 fn config(args: RunArgs) -> Result<Config, String> {
     let run_dir = match args.run_dir {
         Some(d) => d,
@@ -98,10 +105,10 @@ fn config(args: RunArgs) -> Result<Config, String> {
     });
     Ok(Config {
         scenarios,
-        kernel: args.kernel,
-        unpatched_kernel: args.unpatched_kernel,
-        initrd: args.initrd,
-        daemon: args.daemon,
+        kernel: absolute(args.kernel),
+        unpatched_kernel: args.unpatched_kernel.map(absolute),
+        initrd: absolute(args.initrd),
+        daemon: args.daemon.map(absolute),
         run_dir,
         timeout: Duration::from_secs(args.timeout_secs),
         mem_mib: args.mem_mib,

@@ -5,14 +5,19 @@ use clap::ValueEnum;
 use serde::Serialize;
 
 /// Arguments of the memory-pressure workload shared by every scenario that
-/// runs it: 2D objects of 4 MiB totalling 1.5x guest RAM.
-const PRESSURE_ARGS: [&str; 6] = [
+/// runs it: 2D objects of 4 MiB totalling 1.5x guest RAM, none marked
+/// DONTNEED (purge overrides that; the workload lets the last value of a
+/// repeated option win). Every value is explicit so that a change of the
+/// workload's defaults cannot silently change a scenario.
+const PRESSURE_ARGS: [&str; 8] = [
     "--kind",
     "2d",
     "--total-ram-ratio",
     "1.5",
     "--object-mib",
     "4",
+    "--dontneed-every",
+    "0",
 ];
 
 /// One end-to-end scenario.
@@ -166,7 +171,9 @@ mod tests {
                 "--total-ram-ratio",
                 "1.5",
                 "--object-mib",
-                "4"
+                "4",
+                "--dontneed-every",
+                "0"
             ]
         );
     }
@@ -176,7 +183,7 @@ mod tests {
         let line = Scenario::Purge.kernel_cmdline();
 
         assert!(line.ends_with(
-            "vugpu.scenario=custom vugpu.args=--scenario,purge,--kind,2d,--total-ram-ratio,1.5,--object-mib,4,--dontneed-every,2"
+            "vugpu.scenario=custom vugpu.args=--scenario,purge,--kind,2d,--total-ram-ratio,1.5,--object-mib,4,--dontneed-every,0,--dontneed-every,2"
         ), "{line}");
     }
 

@@ -225,6 +225,19 @@ pub enum ResourceError {
     /// The renderer could not be created.
     #[error("creating the 2D renderer failed")]
     RendererInit(#[source] RutabagaError),
+    /// A TRANSFER_TO_HOST_2D offset below the position of the rectangle's
+    /// first pixel (`y * stride + x * 4`), which the renderer cannot express.
+    #[error(
+        "transfer offset {offset} of resource {id} is below the rectangle position {position}"
+    )]
+    TransferOffset {
+        /// Resource id.
+        id: u32,
+        /// Offset as sent by the guest.
+        offset: u64,
+        /// Byte position of the rectangle's first pixel.
+        position: u64,
+    },
     /// The resource id is 0 or already in use.
     #[error("resource id {id} is reserved or already in use")]
     ResourceIdInUse {
@@ -278,7 +291,8 @@ impl ResourceError {
             | Self::InvalidFormat { .. }
             | Self::NotSupportedForKind { .. }
             | Self::OutsideBacking { .. }
-            | Self::RectOutOfBounds { .. } => ErrorCode::InvalidParameter,
+            | Self::RectOutOfBounds { .. }
+            | Self::TransferOffset { .. } => ErrorCode::InvalidParameter,
         }
     }
 

@@ -35,7 +35,7 @@
 //! * TRANSFER_TO_HOST_2D offsets follow QEMU and the Linux driver: `offset`
 //!   is where the rectangle's first pixel sits in the backing. rutabaga adds
 //!   the rectangle position itself, so offsets below `y * stride + x * 4`
-//!   (which Linux never sends) are refused.
+//!   (which Linux never sends) are rejected with INVALID_PARAMETER.
 //! * TRANSFER_TO_HOST_2D on a guest blob is a no-op (as in QEMU; Linux sends
 //!   it for blob dumb buffers) but still refused without backing.
 //! * The cursor copies its image at UPDATE_CURSOR and does not pin the

@@ -737,9 +737,10 @@ impl GpuState {
     ///
     /// Unknown `id`: [`ResourceError::UnknownResource`]; `rect` not inside
     /// the resource: [`ResourceError::RectOutOfBounds`]; no backing:
-    /// [`ResourceError::NoBacking`]; source outside the backing or an offset
-    /// below the rect position: [`ResourceError::OutsideBacking`]. The last
-    /// two are refused accesses and touch no guest memory.
+    /// [`ResourceError::NoBacking`]; source outside the backing:
+    /// [`ResourceError::OutsideBacking`] (these two are refused accesses and
+    /// touch no guest memory); an offset below the rect position:
+    /// [`ResourceError::TransferOffset`].
     pub fn transfer_to_host_2d(
         &mut self,
         id: u32,
@@ -782,7 +783,14 @@ impl GpuState {
         };
         // Bounded by 16384 * 65536 + 65536: no overflow.
         let position = u64::from(rect.y) * stride + u64::from(rect.x) * u64::from(BYTES_PER_PIXEL);
-        if end > backing.total() || offset < position {
+        if offset < position {
+            return Err(ResourceError::TransferOffset {
+                id,
+                offset,
+                position,
+            });
+        }
+        if end > backing.total() {
             return Err(ResourceError::OutsideBacking {
                 id,
                 op: OP,

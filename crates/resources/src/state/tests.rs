@@ -858,7 +858,7 @@ fn test_transfer_huge_offset_is_refused_invalid_parameter() {
 }
 
 #[test]
-fn test_transfer_offset_below_rect_position_is_refused() {
+fn test_transfer_offset_below_rect_position_is_invalid_parameter() {
     let (mut state, _mem) = new_state();
     attached_2d(&mut state, 1, AREA_A);
     let rect = Rect {
@@ -871,7 +871,9 @@ fn test_transfer_offset_below_rect_position_is_refused() {
     // Row 1 starts at byte 256 of the backing; offset 0 cannot express it.
     let err = state.transfer_to_host_2d(1, rect, 0).expect_err("offset");
 
+    assert!(matches!(err, ResourceError::TransferOffset { .. }));
     assert_eq!(code(&err), ErrorCode::InvalidParameter);
+    assert!(!err.is_refused_access());
 }
 
 #[test]

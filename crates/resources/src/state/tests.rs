@@ -1776,3 +1776,69 @@ fn test_random_command_sequences_keep_accounting_consistent() {
     eprintln!("successes per operation: {successes:?}");
     assert!([0, 1, 3, 5, 7, 11].iter().all(|&op| successes[op] >= 10));
 }
+
+// ---------------------------------------------------------------- more memory updates
+
+#[test]
+fn test_refresh_memory_new_region_split_inside_backing_still_transfers() {
+    let (mut state, mem) = new_state();
+    attached_2d(&mut state, 1, AREA_A);
+    // Same guest-physical space, now two regions split in the middle of the
+    // backing: the re-derived iovecs must be split there too.
+    let split = AREA_A + 2 * PAGE;
+    let new_map = GuestMemoryMmap::from_ranges(&[
+        (GuestAddress(0), split as usize),
+        (GuestAddress(split), (64 * MIB - split) as usize),
+    ])
+    .expect("guest memory");
+    let content = pattern(21, SIDE_BYTES);
+    new_map
+        .write_slice(&content, GuestAddress(AREA_A))
+        .expect("write across the split");
+    mem.lock().expect("lock").replace(new_map);
+
+    state.refresh_memory().expect("refresh");
+    state
+        .transfer_to_host_2d(1, full(SIDE, SIDE), 0)
+        .expect("transfer");
+
+    assert!(state.has_backing(1));
+    assert_eq!(read_all(&mut state, 1), content);
+}
+
+#[test]
+fn test_refresh_memory_blob_range_gone_drops_backing() {
+    let (mut state, mem) = new_state();
+    state
+        .create_blob(
+            1,
+            VIRTIO_GPU_BLOB_MEM_GUEST,
+            0,
+            0,
+            SIDE_BYTES,
+            &page_entries(AREA_B, SIDE_BYTES),
+        )
+        .expect("blob");
+    mem.lock().expect("lock").replace(anonymous_memory(4 * MIB));
+
+    state.refresh_memory().expect("refresh");
+
+    assert!(!state.has_backing(1));
+    assert_eq!(state.attached_bytes(), 0);
+    assert_eq!(state.dropped_backings_total(), 1);
+}
+
+#[test]
+fn test_attach_backing_after_memory_update_validates_against_new_memory() {
+    let (mut state, mem) = new_state();
+    state.create_2d(1, FORMAT, SIDE, SIDE).expect("create");
+    mem.lock().expect("lock").replace(anonymous_memory(4 * MIB));
+
+    // AREA_B (8 MiB) was guest memory before the update, not after.
+    let err = state
+        .attach_backing(1, &page_entries(AREA_B, SIDE_BYTES))
+        .expect_err("outside new memory");
+
+    assert_eq!(code(&err), ErrorCode::InvalidParameter);
+    assert!(!state.has_backing(1));
+}

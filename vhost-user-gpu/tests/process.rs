@@ -157,3 +157,101 @@ fn test_daemon_num_outputs_reports_that_many_scanouts_in_config() {
     assert_eq!(ok, wire::RESP_OK_NODATA);
     assert_eq!(bad, wire::RESP_ERR_INVALID_SCANOUT_ID);
 }
+
+#[test]
+fn test_daemon_sigint_exits_zero_and_removes_socket() {
+    let mut vmm = TestVmm::start(&[]);
+
+    let status = vmm.signal_and_wait(libc::SIGINT);
+
+    assert!(
+        status.success(),
+        "exit status {status}:\n{}",
+        vmm.daemon_log()
+    );
+    assert!(!vmm.socket().exists(), "socket file left behind");
+}
+
+#[test]
+fn test_daemon_disconnect_with_resources_attached_exits_zero() {
+    let mut vmm = TestVmm::start(&["--blob"]);
+    vmm.create_backed_2d(1, 64, 64, &page_entries(DATA_BASE, 4));
+    vmm.ok(&wire::set_scanout(0, 1, Rect::new(0, 0, 64, 64)));
+    vmm.ok(&wire::resource_create_blob(
+        2,
+        wire::BLOB_MEM_GUEST,
+        wire::BLOB_FLAG_USE_SHAREABLE,
+        PAGE,
+        &page_entries(DATA_BASE + 0x10_0000, 1),
+    ));
+
+    let status = vmm.disconnect_and_wait();
+
+    assert!(
+        status.success(),
+        "exit status {status}:\n{}",
+        vmm.daemon_log()
+    );
+    assert!(!vmm.socket().exists(), "socket file left behind");
+}
+
+#[test]
+fn test_daemon_stale_file_at_socket_path_is_replaced() {
+    let mut opts = VmmOptions::new(&[]);
+    opts.stale_socket_file = true;
+
+    let mut vmm = TestVmm::start_with(opts);
+
+    vmm.assert_alive();
+}
+
+#[test]
+fn test_second_connection_does_not_disturb_first() {
+    let mut vmm = TestVmm::start(&[]);
+    vmm.ok(&wire::resource_create_2d(
+        1,
+        wire::FORMAT_B8G8R8A8_UNORM,
+        8,
+        8,
+    ));
+
+    // A second VMM tries the same socket (it may be refused or left pending).
+    let second = std::os::unix::net::UnixStream::connect(vmm.socket());
+    drop(second);
+    let resp = vmm.ctrl(&wire::resource_unref(1));
+
+    assert_eq!(resp.type_(), wire::RESP_OK_NODATA);
+    vmm.assert_alive();
+}
+
+#[test]
+fn test_metrics_log_interval_writes_json_lines() {
+    let mut vmm = TestVmm::start(&["--metrics-log-interval", "1"]);
+    vmm.create_backed_2d(1, 64, 64, &page_entries(DATA_BASE, 4));
+
+    let line = vmm.wait_for_log("\"attach_backing_total\":1");
+
+    let json = &line[line.find('{').expect("JSON object in the log line")..];
+    assert!(json.trim_end().ends_with('}'), "{line}");
+    assert!(json.contains("\"resources\":1"), "{line}");
+}
+
+#[test]
+fn test_daemon_invalid_arguments_exit_nonzero_without_socket() {
+    let dir = std::env::temp_dir().join(format!("vugpu-it-args-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let socket = dir.join("gpu.sock");
+
+    // 17 outputs is more than virtio-gpu's 16 scanouts.
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_vhost-user-gpu"))
+        .args(["--socket-path", socket.to_str().expect("utf-8 path")])
+        .args(["--num-outputs", "17"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("run daemon");
+
+    assert!(!status.success());
+    assert!(!socket.exists());
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -429,6 +429,8 @@ pub struct VmmOptions {
     /// Size the fake display frontend reports in GET_DISPLAY_INFO
     /// (default: the daemon's --width/--height).
     pub display_size: Option<(u32, u32)>,
+    /// Leave a stale regular file at the socket path before starting.
+    pub stale_socket_file: bool,
 }
 
 impl VmmOptions {
@@ -440,6 +442,7 @@ impl VmmOptions {
             high_region: false,
             event_idx: true,
             display_size: None,
+            stale_socket_file: false,
         }
     }
 }
@@ -524,6 +527,9 @@ impl TestVmm {
         let socket_path = dir.join("gpu.sock");
         let metrics_path = dir.join("metrics.sock");
 
+        if opts.stale_socket_file {
+            std::fs::write(&socket_path, b"stale").expect("write stale socket file");
+        }
         let mut args = vec![
             "--socket-path".to_owned(),
             socket_path.display().to_string(),
@@ -1161,10 +1167,15 @@ impl TestVmm {
 
     /// Sends SIGTERM to the daemon (by its pid) and waits for it to exit.
     pub fn terminate_and_wait(&mut self) -> ExitStatus {
+        self.signal_and_wait(libc::SIGTERM)
+    }
+
+    /// Sends `signal` to the daemon (by its pid) and waits for it to exit.
+    pub fn signal_and_wait(&mut self, signal: libc::c_int) -> ExitStatus {
         let pid = libc::pid_t::try_from(self.child_mut().id()).expect("pid fits pid_t");
         // SAFETY: kill has no memory-safety preconditions; `pid` is our own
         // child, which has not been reaped yet, so the pid is not reused.
-        let rc = unsafe { libc::kill(pid, libc::SIGTERM) };
+        let rc = unsafe { libc::kill(pid, signal) };
         assert_eq!(rc, 0, "kill: {}", std::io::Error::last_os_error());
         self.wait_exit()
     }
@@ -1196,6 +1207,19 @@ impl TestVmm {
             .get_config(0, 16, VhostUserConfigFlags::empty(), &[0u8; 16])
             .expect("GET_CONFIG");
         payload
+    }
+
+    /// Waits (bounded) until the daemon's log contains `needle`.
+    pub fn wait_for_log(&self, needle: &str) -> String {
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            let log = self.daemon_log();
+            if let Some(line) = log.lines().find(|l| l.contains(needle)) {
+                return line.to_owned();
+            }
+            assert!(Instant::now() < deadline, "{needle:?} never logged:\n{log}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Path of the daemon's vhost-user socket.

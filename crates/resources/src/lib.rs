@@ -23,6 +23,39 @@
 //!   guest memory table changed, and drops the backing of resources whose
 //!   ranges are no longer guest memory.
 //!
+//! # Example
+//!
+//! ```
+//! use vm_memory::{GuestAddress, GuestMemoryAtomic, GuestMemoryMmap};
+//! use vugpu_resources::{GpuState, GpuStateConfig, MemEntry, Rect};
+//!
+//! let mem = GuestMemoryAtomic::new(
+//!     GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap(),
+//! );
+//! let config = GpuStateConfig {
+//!     num_scanouts: 1,
+//!     max_host_memory: 1 << 30,
+//!     max_backing_entries: 16384,
+//!     display_width: 1280,
+//!     display_height: 800,
+//! };
+//! let mut state = GpuState::new(config, mem).unwrap();
+//! let rect = Rect { x: 0, y: 0, width: 32, height: 32 };
+//! // 32x32 pixels of B8G8R8A8 = 4096 bytes = one page of guest memory.
+//! state.create_2d(1, 1, 32, 32).unwrap();
+//! let page = [MemEntry { addr: 0x1000, length: 4096 }];
+//! assert_eq!(state.attach_backing(1, &page).unwrap(), 4096);
+//! state.transfer_to_host_2d(1, rect, 0).unwrap();
+//! assert_eq!(state.detach_backing(1).unwrap(), 4096);
+//! // Without backing, guest memory is off limits ...
+//! let err = state.transfer_to_host_2d(1, rect, 0).unwrap_err();
+//! assert!(err.is_refused_access());
+//! // ... but the host copy stays readable.
+//! let mut pixels = Vec::new();
+//! state.read_pixels(1, rect, &mut pixels).unwrap();
+//! assert_eq!(pixels.len(), 4096);
+//! ```
+//!
 //! # Storage
 //!
 //! 2D resources keep their pixels in rutabaga_gfx's 2D component. Guest blobs

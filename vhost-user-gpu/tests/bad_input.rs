@@ -614,3 +614,51 @@ fn test_cursor_chain_shorter_than_struct_keeps_serving() {
     assert_eq!(resp.used_len, 0);
     vmm.assert_alive();
 }
+
+#[test]
+fn test_cursor_command_on_control_queue_returns_error() {
+    let mut vmm = start();
+
+    let resp = vmm.ctrl(&wire::move_cursor(0, 1, 1, 0));
+
+    assert!(
+        (wire::RESP_ERR_UNSPEC..=wire::RESP_ERR_INVALID_PARAMETER).contains(&resp.type_()),
+        "answered {:#x}",
+        resp.type_()
+    );
+    vmm.assert_alive();
+}
+
+#[test]
+fn test_control_command_on_cursor_queue_is_not_executed() {
+    let mut vmm = start();
+
+    let create = wire::resource_create_2d(1, wire::FORMAT_B8G8R8A8_UNORM, 8, 8);
+    vmm.send_segments(CURSOR_Q, &[&create], &[24]);
+
+    // Resource 1 must not exist: creating it on the control queue works.
+    assert_eq!(vmm.ctrl_type(&create), wire::RESP_OK_NODATA);
+}
+
+#[test]
+fn test_create_blob_huge_nr_entries_short_chain_is_rejected() {
+    let mut vmm = TestVmm::start(&["--blob"]);
+    // CREATE_BLOB claiming 2^32 - 1 entries, carrying one.
+    let mut req = wire::resource_create_blob(
+        1,
+        wire::BLOB_MEM_GUEST,
+        wire::BLOB_FLAG_USE_SHAREABLE,
+        PAGE,
+        &page_entries(DATA_BASE, 1),
+    );
+    req[36..40].copy_from_slice(&u32::MAX.to_le_bytes());
+
+    let resp = vmm.ctrl(&req);
+
+    assert!(
+        [wire::RESP_ERR_INVALID_PARAMETER, wire::RESP_ERR_UNSPEC].contains(&resp.type_()),
+        "answered {:#x}",
+        resp.type_()
+    );
+    vmm.assert_alive();
+}

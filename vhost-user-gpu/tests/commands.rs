@@ -6,7 +6,8 @@ mod common;
 
 use common::wire::{self, Rect};
 use common::{
-    entry, page_entries, pattern, DisplayMsg, TestVmm, CTRL_Q, CURSOR_Q, DATA_BASE, PAGE,
+    entry, page_entries, pattern, DisplayMsg, TestVmm, VmmOptions, CTRL_Q, CURSOR_Q, DATA_BASE,
+    PAGE,
 };
 
 /// Display size passed on the command line in these tests.
@@ -587,4 +588,89 @@ fn test_resource_flush_not_scanned_out_sends_no_update() {
             .any(|m| matches!(m, DisplayMsg::Update { .. })),
         "update for a resource on no scanout: {msgs:?}"
     );
+}
+
+#[test]
+fn test_get_edid_with_display_frontend_returns_frontend_block() {
+    let mut vmm = start();
+
+    let resp = vmm.send(CTRL_Q, &wire::get_edid(0), wire::RESP_EDID_SIZE as u32);
+
+    assert_eq!(resp.type_(), wire::RESP_OK_EDID);
+    assert_eq!(wire::le32(&resp.bytes, 24), 128);
+    assert_eq!(&resp.bytes[32..160], &common::frontend_edid()[..]);
+}
+
+#[test]
+fn test_get_edid_headless_describes_configured_mode_with_valid_checksum() {
+    let mut opts = VmmOptions::new(&["--width", "1024", "--height", "768"]);
+    opts.display = false;
+    let mut vmm = TestVmm::start_with(opts);
+
+    let resp = vmm.send(CTRL_Q, &wire::get_edid(0), wire::RESP_EDID_SIZE as u32);
+
+    assert_eq!(resp.type_(), wire::RESP_OK_EDID);
+    let edid = &resp.bytes[32..160];
+    assert_eq!(&edid[..8], &[0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0]);
+    assert_eq!(
+        edid.iter().fold(0u8, |a, b| a.wrapping_add(*b)),
+        0,
+        "checksum"
+    );
+    // First detailed timing descriptor (byte 54): active pixels.
+    let h = u32::from(edid[56]) | (u32::from(edid[58] & 0xf0) << 4);
+    let v = u32::from(edid[59]) | (u32::from(edid[61] & 0xf0) << 4);
+    assert_eq!((h, v), (W, H));
+}
+
+#[test]
+fn test_detach_backing_fenced_error_still_echoes_fence() {
+    let mut vmm = start();
+
+    // A guest waiting on this fence would hang if the error dropped it.
+    let resp = vmm.ctrl(&wire::with_fence(wire::detach_backing(404), 0xfeed, 0));
+
+    assert_eq!(resp.type_(), wire::RESP_ERR_INVALID_RESOURCE_ID);
+    assert_ne!(
+        resp.flags() & wire::FLAG_FENCE,
+        0,
+        "FLAG_FENCE echoed on error"
+    );
+    assert_eq!(resp.fence_id(), 0xfeed);
+}
+
+#[test]
+fn test_resource_unref_after_scanout_switched_away_succeeds() {
+    let mut vmm = start();
+    vmm.create_backed_2d(1, 16, 16, &[entry(DATA_BASE, 1024)]);
+    vmm.create_backed_2d(2, 16, 16, &[entry(DATA_BASE + PAGE, 1024)]);
+    vmm.ok(&wire::set_scanout(0, 1, Rect::new(0, 0, 16, 16)));
+    vmm.ok(&wire::set_scanout(0, 2, Rect::new(0, 0, 16, 16)));
+
+    let unref_old = vmm.ctrl_type(&wire::resource_unref(1));
+    let unref_shown = vmm.ctrl_type(&wire::resource_unref(2));
+
+    assert_eq!(unref_old, wire::RESP_OK_NODATA);
+    assert_ne!(
+        unref_shown,
+        wire::RESP_OK_NODATA,
+        "resource 2 is still shown"
+    );
+}
+
+#[test]
+fn test_display_socket_closed_by_frontend_continues_headless() {
+    let mut vmm = start();
+    vmm.create_backed_2d(1, 16, 16, &[entry(DATA_BASE, 1024)]);
+
+    // The VMM's display side goes away (window closed, QEMU chardev reset).
+    vmm.display = None;
+    let scanout = vmm.ctrl_type(&wire::set_scanout(0, 1, Rect::new(0, 0, 16, 16)));
+    let flush = vmm.ctrl_type(&wire::resource_flush(1, Rect::new(0, 0, 16, 16)));
+    let cursor = vmm.send_segments(CURSOR_Q, &[&wire::move_cursor(0, 1, 1, 1)], &[]);
+
+    assert_eq!(scanout, wire::RESP_OK_NODATA);
+    assert_eq!(flush, wire::RESP_OK_NODATA);
+    assert_eq!(cursor.used_len, 0);
+    vmm.assert_alive();
 }

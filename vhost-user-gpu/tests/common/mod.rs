@@ -321,12 +321,12 @@ fn serve_display(
                 reply(&mut sock, &p);
                 continue;
             }
-            // GET_EDID: a 128-byte block starting with the EDID signature.
+            // GET_EDID: the frontend's own 128-byte block (see FRONTEND_EDID).
             11 => {
                 let mut p = vec![0u8; wire::RESP_EDID_SIZE];
                 p[0..4].copy_from_slice(&wire::RESP_OK_EDID.to_le_bytes());
                 p[24..28].copy_from_slice(&128u32.to_le_bytes());
-                p[32..40].copy_from_slice(&[0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0]);
+                p[32..160].copy_from_slice(&frontend_edid());
                 reply(&mut sock, &p);
                 continue;
             }
@@ -373,6 +373,18 @@ fn serve_display(
     let (lock, cvar) = log;
     lock.lock().unwrap_or_else(PoisonError::into_inner).closed = true;
     cvar.notify_all();
+}
+
+/// The EDID block the fake display frontend hands out: the fixed header,
+/// a recognisable manufacturer id (0x1234) and a valid checksum.
+pub fn frontend_edid() -> [u8; 128] {
+    let mut edid = [0u8; 128];
+    edid[..8].copy_from_slice(&[0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0]);
+    edid[8] = 0x12;
+    edid[9] = 0x34;
+    let sum = edid[..127].iter().fold(0u8, |a, b| a.wrapping_add(*b));
+    edid[127] = 0u8.wrapping_sub(sum);
+    edid
 }
 
 /// One split virtqueue driven from the guest side.

@@ -175,3 +175,36 @@ fn test_fenced_transfer_echoes_fence_and_counts_completion() {
     assert_eq!(resp.fence_id(), 99);
     assert_eq!(vmm.metric("vugpu_fences_completed_total"), before + 1.0);
 }
+
+#[test]
+fn test_disabled_ring_is_not_served_until_enabled() {
+    let mut vmm = TestVmm::start(&[]);
+    vmm.set_ring_enabled(CTRL_Q, false);
+    let req = wire::get_display_info();
+    vmm.write_guest(0x1_0000, &req);
+    vmm.push_chain(
+        CTRL_Q,
+        &[
+            Desc {
+                addr: 0x1_0000,
+                len: req.len() as u32,
+                write: false,
+            },
+            Desc {
+                addr: 0x8_0000,
+                len: 408,
+                write: true,
+            },
+        ],
+    );
+    vmm.kick(CTRL_Q);
+
+    // Bounded negative check: nothing may complete while disabled.
+    let while_disabled = vmm.try_wait_used(CTRL_Q, std::time::Duration::from_millis(300));
+    vmm.set_ring_enabled(CTRL_Q, true);
+    vmm.kick(CTRL_Q);
+    let after_enable = vmm.wait_used(CTRL_Q);
+
+    assert_eq!(while_disabled, None, "a disabled ring was served");
+    assert_eq!(after_enable.1, 408);
+}

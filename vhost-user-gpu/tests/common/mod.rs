@@ -932,6 +932,14 @@ impl TestVmm {
         self.write_guest(avail + 2, &idx.to_le_bytes());
     }
 
+    /// SET_VRING_ENABLE for `queue`, then a sync.
+    pub fn set_ring_enabled(&mut self, queue: usize, enabled: bool) {
+        self.frontend()
+            .set_vring_enable(queue, enabled)
+            .expect("SET_VRING_ENABLE");
+        self.sync();
+    }
+
     /// Kicks `queue`.
     pub fn kick(&self, queue: usize) {
         self.rings[queue].kick.write(1).expect("kick");

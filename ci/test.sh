@@ -19,7 +19,7 @@
 #   VUGPU_SCENARIOS   scenarios for step 9 (default: all =
 #                     "smoke evict purge baseline qemu-builtin blob")
 #   VUGPU_ACCEL       auto|tcg|kvm for vugpu-vm (default: auto)
-#   VUGPU_TIMEOUT     per-scenario guest deadline in seconds (default: 300)
+#   VUGPU_TIMEOUT     per-scenario guest deadline in seconds (default: 240)
 #   VUGPU_RUN_DIR     artifact directory (default: target/vugpu-runs/ci-<UTC time>)
 #   VUGPU_KERNEL_JOBS make -j for the kernel builds (default: nproc)
 set -euo pipefail
@@ -35,7 +35,7 @@ cd "$REPO_DIR"
 
 SCENARIOS=${VUGPU_SCENARIOS:-smoke evict purge baseline qemu-builtin blob}
 ACCEL=${VUGPU_ACCEL:-auto}
-TIMEOUT=${VUGPU_TIMEOUT:-300}
+TIMEOUT=${VUGPU_TIMEOUT:-240}
 RUN_DIR=${VUGPU_RUN_DIR:-$REPO_DIR/target/vugpu-runs/ci-$(date -u +%Y%m%d-%H%M%S)}
 JOBS=${VUGPU_KERNEL_JOBS:-$(nproc)}
 TARGET_DIR=${CARGO_TARGET_DIR:-$REPO_DIR/target}

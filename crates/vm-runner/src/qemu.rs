@@ -88,7 +88,7 @@ pub fn qemu_command(spec: &QemuSpec) -> Vec<String> {
         Device::VhostUserGpu | Device::VhostUserDevice => {
             let chardev = format!("socket,id=vgpu,path={}", opt_value(&spec.vhost_socket));
             let device = if spec.device == Device::VhostUserGpu {
-                "vhost-user-gpu-pci,chardev=vgpu"
+                "vhost-user-gpu-pci,chardev=vgpu,queue_reset=off"
             } else {
                 "vhost-user-device-pci,chardev=vgpu,virtio-id=16,num_vqs=2,config_size=16"
             };
@@ -118,11 +118,21 @@ pub fn qemu_command(spec: &QemuSpec) -> Vec<String> {
 }
 
 /// Builds the daemon argument vector (binary first).
-pub fn daemon_command(daemon: &Path, socket: &Path, metrics: &Path, blob: bool) -> Vec<String> {
+pub fn daemon_command(
+    daemon: &Path,
+    socket: &Path,
+    metrics: &Path,
+    blob: bool,
+    display: (u32, u32),
+) -> Vec<String> {
     let mut a = vec![
         daemon.display().to_string(),
         "--socket-path".to_owned(),
         socket.display().to_string(),
+        "--width".to_owned(),
+        display.0.to_string(),
+        "--height".to_owned(),
+        display.1.to_string(),
         "--metrics-listen".to_owned(),
         format!("unix:{}", metrics.display()),
     ];
@@ -178,7 +188,7 @@ mod tests {
         let cmd = qemu_command(&spec(Device::VhostUserGpu));
 
         assert!(cmd.contains(&"socket,id=vgpu,path=/run/a,,b/gpu.sock".to_owned()));
-        assert!(cmd.contains(&"vhost-user-gpu-pci,chardev=vgpu".to_owned()));
+        assert!(cmd.contains(&"vhost-user-gpu-pci,chardev=vgpu,queue_reset=off".to_owned()));
         assert!(cmd.contains(&"memory-backend-memfd,id=mem,size=256M,share=on".to_owned()));
     }
 

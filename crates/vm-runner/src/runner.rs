@@ -45,6 +45,9 @@ const GRACE: Duration = Duration::from_secs(10);
 const IO_TIMEOUT: Duration = Duration::from_secs(10);
 /// Poll period of the main wait loop.
 const POLL: Duration = Duration::from_millis(200);
+/// Display size the daemon is started with (and the smoke screendump must
+/// have).
+pub const DISPLAY: (u32, u32) = (1280, 800);
 /// Longest unix socket path (sun_path is 108 bytes with the NUL).
 const MAX_SOCKET_PATH: usize = 107;
 
@@ -378,7 +381,13 @@ fn execute(
             .daemon
             .as_ref()
             .ok_or_else(|| Error::Config("--daemon missing".to_owned()))?;
-        let words = daemon_command(bin, &paths.vhost, &paths.metrics_sock, s == Scenario::Blob);
+        let words = daemon_command(
+            bin,
+            &paths.vhost,
+            &paths.metrics_sock,
+            s == Scenario::Blob,
+            DISPLAY,
+        );
         let level = std::env::var("VUGPU_DAEMON_LOG").unwrap_or_else(|_| "info".to_owned());
         record_command(paths, &words, &format!("RUST_LOG={level} "))?;
         let daemon_log = paths.file("daemon.log");
@@ -399,6 +408,7 @@ fn execute(
     // Wait for the guest's status line.
     let deadline = Instant::now() + cfg.timeout;
     let mut qmp: Option<Qmp> = None;
+    let mut screen = Screen::default();
     let mut next_poll = Instant::now() + Duration::from_secs(1);
     let ending = loop {
         if parse_result_log(&read_lossy(&paths.result))
@@ -417,6 +427,7 @@ fn execute(
         if now >= next_poll {
             next_poll = now + Duration::from_secs(1);
             match qmp_status(&mut qmp, &paths.qmp).as_deref() {
+                Some("running") if s == Scenario::Smoke => screen.grab(&mut qmp, paths),
                 None | Some("running" | "prelaunch" | "inmigrate" | "debug") => {}
                 Some(other) => break Ending::GuestStopped(other.to_owned()),
             }
@@ -429,18 +440,10 @@ fn execute(
     info!("{}: wait ended: {ending:?}", s.name());
 
     if matches!(ending, Ending::Status) && s == Scenario::Smoke {
-        let ppm = paths.file("screen.ppm");
-        if qmp.is_none() {
-            qmp = Qmp::connect(&paths.qmp, IO_TIMEOUT).ok();
-        }
-        out.screen = Some(match qmp.as_mut() {
-            None => Err("no QMP connection".to_owned()),
-            Some(q) => q
-                .screendump(&ppm)
-                .map_err(|e| e.to_string())
-                .and_then(|()| fs::read(&ppm).map_err(|e| format!("read {}: {e}", ppm.display())))
-                .and_then(|data| check_ppm(&data)),
-        });
+        screen.grab(&mut qmp, paths);
+    }
+    if s == Scenario::Smoke {
+        out.screen = Some(screen.result());
     }
 
     if matches!(ending, Ending::Status) {
@@ -563,6 +566,54 @@ fn execute(
     Ok(out)
 }
 
+/// Screendumps taken while the guest runs; the one with the most colours
+/// is kept as `screen.ppm`. (The display goes away when the guest powers
+/// off and resets the device, which `/init` does right after its status
+/// line, so a single screendump at the end would race with it.)
+#[derive(Default)]
+struct Screen {
+    best: Option<ScreenCheck>,
+    last_error: Option<String>,
+}
+
+impl Screen {
+    fn grab(&mut self, qmp: &mut Option<Qmp>, paths: &Paths) {
+        let Some(q) = qmp.as_mut() else {
+            self.last_error = Some("no QMP connection".to_owned());
+            return;
+        };
+        let tmp = paths.file("screen.tmp.ppm");
+        let check = q
+            .screendump(&tmp)
+            .map_err(|e| e.to_string())
+            .and_then(|()| fs::read(&tmp).map_err(|e| format!("read {}: {e}", tmp.display())))
+            .and_then(|data| check_ppm(&data));
+        match check {
+            Ok(c) => {
+                // Prefer the daemon's display size, then more colours.
+                let rank = |s: &ScreenCheck| ((s.width, s.height) == DISPLAY, s.distinct_colours);
+                let better = self.best.as_ref().is_none_or(|b| rank(&c) > rank(b));
+                if better {
+                    if let Err(e) = fs::rename(&tmp, paths.file("screen.ppm")) {
+                        warn!("cannot keep screendump: {e}");
+                    }
+                    self.best = Some(c);
+                }
+            }
+            Err(e) => self.last_error = Some(e),
+        }
+        let _ = fs::remove_file(&tmp);
+    }
+
+    fn result(self) -> Result<ScreenCheck, String> {
+        match (self.best, self.last_error) {
+            (Some(b), _) => Ok(b),
+            (None, Some(e)) => Err(e),
+            (None, None) => Err("the guest never ran long enough for a screendump".to_owned()),
+        }
+    }
+}
+
 fn scrape_with_retry(sock: &Path) -> Result<String, Error> {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
@@ -591,7 +642,7 @@ fn judge(s: Scenario, c: &Collected) -> Verdict {
         screen,
     };
     match s {
-        Scenario::Smoke => verdict::smoke(&ev),
+        Scenario::Smoke => verdict::smoke(&ev, DISPLAY),
         Scenario::Evict => verdict::evict(&ev, PressureKind::TwoD),
         Scenario::Blob => verdict::evict(&ev, PressureKind::Blob),
         Scenario::Purge => verdict::purge(&ev),
@@ -748,8 +799,13 @@ pub fn run(cfg: &Config) -> Result<Option<Summary>, Error> {
             let paths = Paths::new(cfg.run_dir.join(s.name()));
             println!("# scenario {}", s.name());
             if let (true, Some(bin)) = (s.needs_daemon(), &cfg.daemon) {
-                let words =
-                    daemon_command(bin, &paths.vhost, &paths.metrics_sock, s == Scenario::Blob);
+                let words = daemon_command(
+                    bin,
+                    &paths.vhost,
+                    &paths.metrics_sock,
+                    s == Scenario::Blob,
+                    DISPLAY,
+                );
                 println!("RUST_LOG=info {} &", shell_line(&words));
             }
             println!(

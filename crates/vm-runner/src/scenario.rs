@@ -144,9 +144,18 @@ impl Scenario {
     }
 
     /// The kernel command line.
+    ///
+    /// smoke also logs to the framebuffer console (`console=tty0` first, so
+    /// `/dev/console` stays on the serial port) so that its screendump shows
+    /// text drawn by the guest rather than only the cursor.
     pub fn kernel_cmdline(self) -> String {
+        let consoles = if self == Self::Smoke {
+            "console=tty0 console=ttyS0"
+        } else {
+            "console=ttyS0"
+        };
         format!(
-            "console=ttyS0 panic=-1 vugpu.scenario={} vugpu.args={}",
+            "{consoles} panic=-1 vugpu.scenario={} vugpu.args={}",
             self.init_scenario(),
             self.workload_args().join(",")
         )

@@ -155,7 +155,11 @@ pub enum PressureKind {
 }
 
 /// `smoke`: the guest booted and drew its console through the daemon.
-pub fn smoke(ev: &Evidence<'_>) -> Verdict {
+///
+/// The screendump must have the daemon's display size (`expected`): QEMU
+/// shows a 640x480 two-colour placeholder ("display not initialized") until
+/// a scanout is set, which must not count as a drawn console.
+pub fn smoke(ev: &Evidence<'_>, expected: (u32, u32)) -> Verdict {
     let mut c = Checks::default();
     c.guest_passed(ev);
     if let Some(m) = c.metrics(ev) {
@@ -174,6 +178,12 @@ pub fn smoke(ev: &Evidence<'_>) -> Verdict {
         None => c.failures.push("no screendump was taken".to_owned()),
         Some(Err(e)) => c.failures.push(format!("screendump failed: {e}")),
         Some(Ok(s)) => {
+            c.require((s.width, s.height) == expected, || {
+                format!(
+                    "screendump is {}x{}, not the daemon's {}x{} scanout (QEMU placeholder?)",
+                    s.width, s.height, expected.0, expected.1
+                )
+            });
             c.require(s.distinct_colours > 1, || {
                 format!(
                     "screendump {}x{} is uniformly one colour: nothing was drawn",
@@ -728,7 +738,7 @@ mod tests {
             ..Evidence::default()
         };
 
-        let v = smoke(&ev);
+        let v = smoke(&ev, (1280, 800));
 
         assert_eq!(v.outcome, Outcome::Pass, "{:?}", v.failures);
     }
@@ -749,9 +759,30 @@ mod tests {
             ..Evidence::default()
         };
 
-        let v = smoke(&ev);
+        let v = smoke(&ev, (1280, 800));
 
         assert_eq!(v.outcome, Outcome::Fail);
+    }
+
+    #[test]
+    fn test_smoke_placeholder_screen_fails() {
+        let s = pass();
+        let m = host_metrics(0, 1, 1);
+        let screen = ScreenCheck {
+            width: 640,
+            height: 480,
+            distinct_colours: 2,
+        };
+        let ev = Evidence {
+            status: Some(&s),
+            metrics: Some(&m),
+            screen: Some(Ok(&screen)),
+            ..Evidence::default()
+        };
+
+        let v = smoke(&ev, (1280, 800));
+
+        assert_eq!(v.failures.len(), 1, "{:?}", v.failures);
     }
 
     #[test]
@@ -762,8 +793,8 @@ mod tests {
         )
         .expect("valid");
         let screen = ScreenCheck {
-            width: 8,
-            height: 8,
+            width: 1280,
+            height: 800,
             distinct_colours: 2,
         };
         let ev = Evidence {
@@ -773,7 +804,7 @@ mod tests {
             ..Evidence::default()
         };
 
-        let v = smoke(&ev);
+        let v = smoke(&ev, (1280, 800));
 
         assert_eq!(v.failures.len(), 2, "{:?}", v.failures);
     }

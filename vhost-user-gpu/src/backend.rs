@@ -48,7 +48,7 @@ use log::{debug, error, info, warn};
 use vhost::vhost_user::message::{VhostUserProtocolFeatures, VhostUserVirtioFeatures};
 use vhost::vhost_user::GpuBackend as DisplaySocket;
 use vhost_user_backend::{VhostUserBackend, VringRwLock};
-use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
+use virtio_bindings::virtio_config::{VIRTIO_F_RING_RESET, VIRTIO_F_VERSION_1};
 use virtio_bindings::virtio_ring::{VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC};
 use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
 use vmm_sys_util::epoll::EventSet;
@@ -249,8 +249,15 @@ impl GpuBackend {
 }
 
 /// Virtio feature bits offered for `config`.
+///
+/// `VIRTIO_F_RING_RESET` is offered because QEMU's vhost-user-gpu-pci offers
+/// it to the guest itself and forwards the guest's ack in SET_FEATURES, which
+/// vhost-user-backend rejects unless the backend offered it too. Per-queue
+/// reset is handled by the frontend (the rings are stopped and restarted
+/// through the usual vring messages).
 pub fn offered_features(config: &DeviceConfig) -> u64 {
     let mut features = (1u64 << VIRTIO_F_VERSION_1)
+        | (1u64 << VIRTIO_F_RING_RESET)
         | (1u64 << VIRTIO_RING_F_EVENT_IDX)
         | (1u64 << VIRTIO_RING_F_INDIRECT_DESC)
         | (1u64 << VIRTIO_GPU_F_EDID)

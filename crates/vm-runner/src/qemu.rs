@@ -211,7 +211,13 @@ mod tests {
 
     #[test]
     fn test_daemon_command_blob_adds_flag() {
-        let cmd = daemon_command(Path::new("/d"), Path::new("/s"), Path::new("/m"), true);
+        let cmd = daemon_command(
+            Path::new("/d"),
+            Path::new("/s"),
+            Path::new("/m"),
+            true,
+            (640, 480),
+        );
 
         assert_eq!(
             cmd,
@@ -219,6 +225,10 @@ mod tests {
                 "/d",
                 "--socket-path",
                 "/s",
+                "--width",
+                "640",
+                "--height",
+                "480",
                 "--metrics-listen",
                 "unix:/m",
                 "--blob"

@@ -416,3 +416,34 @@ fn test_detach_after_memory_table_update_then_reattach_keeps_content() {
     assert_eq!(shown, content);
     assert_eq!(vmm.metric("vugpu_attached_bytes"), BYTES as f64);
 }
+
+#[test]
+fn test_update_cursor_after_detach_uses_host_copy_without_refusal() {
+    let mut vmm = start();
+    // A 64x64 cursor (16 KiB, four pages) uploaded, then evicted.
+    let image = pattern(40, 64 * 64 * 4);
+    vmm.write_guest(SITE_A, &image);
+    vmm.create_backed_2d(7, 64, 64, &page_entries(SITE_A, 4));
+    vmm.ok(&wire::transfer_to_host_2d(7, Rect::new(0, 0, 64, 64), 0));
+    vmm.ok(&wire::detach_backing(7));
+    vmm.write_guest(SITE_A, &vec![0x55; image.len()]);
+    let refused_before = vmm.metric("vugpu_refused_guest_accesses_total");
+    let from = vmm.display_mark();
+
+    vmm.send_segments(
+        common::CURSOR_Q,
+        &[&wire::update_cursor(0, 3, 4, 7, (1, 1))],
+        &[],
+    );
+
+    let display = vmm.display.as_ref().expect("display");
+    let (_, msg) = display.wait_for(from, |m| matches!(m, DisplayMsg::CursorUpdate { .. }));
+    let DisplayMsg::CursorUpdate { data, .. } = msg else {
+        unreachable!()
+    };
+    assert_eq!(data, image);
+    assert_eq!(
+        vmm.metric("vugpu_refused_guest_accesses_total"),
+        refused_before
+    );
+}

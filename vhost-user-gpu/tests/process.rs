@@ -108,7 +108,7 @@ fn test_daemon_frontend_disconnect_exits_zero_and_removes_socket() {
     assert!(
         status.success(),
         "exit status {status}:\n{}",
-        vmm.daemon_log()
+        vmm.daemon_log_tail()
     );
     assert!(!vmm.socket().exists(), "socket file left behind");
 }
@@ -122,7 +122,7 @@ fn test_daemon_sigterm_exits_zero_and_removes_socket() {
     assert!(
         status.success(),
         "exit status {status}:\n{}",
-        vmm.daemon_log()
+        vmm.daemon_log_tail()
     );
     assert!(!vmm.socket().exists(), "socket file left behind");
 }
@@ -167,7 +167,7 @@ fn test_daemon_sigint_exits_zero_and_removes_socket() {
     assert!(
         status.success(),
         "exit status {status}:\n{}",
-        vmm.daemon_log()
+        vmm.daemon_log_tail()
     );
     assert!(!vmm.socket().exists(), "socket file left behind");
 }
@@ -190,7 +190,7 @@ fn test_daemon_disconnect_with_resources_attached_exits_zero() {
     assert!(
         status.success(),
         "exit status {status}:\n{}",
-        vmm.daemon_log()
+        vmm.daemon_log_tail()
     );
     assert!(!vmm.socket().exists(), "socket file left behind");
 }

@@ -219,5 +219,9 @@ fn test_avail_index_jump_then_disconnect_exits_zero() {
 
     let status = vmm.disconnect_and_wait();
 
-    assert!(status.success(), "exit status {status}:\n{}", vmm.daemon_log());
+    assert!(
+        status.success(),
+        "exit status {status}:\n{}",
+        vmm.daemon_log_tail()
+    );
 }

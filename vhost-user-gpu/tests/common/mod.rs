@@ -623,13 +623,13 @@ impl TestVmm {
             if let Some(status) = self.child_mut().try_wait().expect("try_wait") {
                 panic!(
                     "daemon exited with {status} before listening:\n{}",
-                    self.daemon_log()
+                    self.daemon_log_tail()
                 );
             }
             assert!(
                 Instant::now() < deadline,
                 "daemon socket never appeared:\n{}",
-                self.daemon_log()
+                self.daemon_log_tail()
             );
             std::thread::sleep(Duration::from_millis(10));
         }
@@ -647,6 +647,13 @@ impl TestVmm {
     /// Everything the daemon logged so far.
     pub fn daemon_log(&self) -> String {
         std::fs::read_to_string(self.dir.join("daemon.log")).unwrap_or_default()
+    }
+
+    /// The last 60 lines of the daemon's log, for failure messages.
+    pub fn daemon_log_tail(&self) -> String {
+        let log = self.daemon_log();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(60)..].join("\n")
     }
 
     fn negotiate(&mut self, event_idx: bool) {
@@ -950,7 +957,7 @@ impl TestVmm {
         self.try_wait_used(queue, TIMEOUT).unwrap_or_else(|| {
             panic!(
                 "no used element on queue {queue} within {TIMEOUT:?}; daemon log:\n{}",
-                self.daemon_log()
+                self.daemon_log_tail()
             )
         })
     }
@@ -1209,7 +1216,7 @@ impl TestVmm {
             assert!(
                 Instant::now() < deadline,
                 "daemon did not exit within {TIMEOUT:?}:\n{}",
-                self.daemon_log()
+                self.daemon_log_tail()
             );
             std::thread::sleep(Duration::from_millis(10));
         }
@@ -1237,7 +1244,11 @@ impl TestVmm {
             if let Some(line) = log.lines().find(|l| l.contains(needle)) {
                 return line.to_owned();
             }
-            assert!(Instant::now() < deadline, "{needle:?} never logged:\n{log}");
+            assert!(
+                Instant::now() < deadline,
+                "{needle:?} never logged:\n{}",
+                self.daemon_log_tail()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }

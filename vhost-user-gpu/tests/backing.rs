@@ -24,11 +24,16 @@ fn start() -> TestVmm {
     TestVmm::start(&[])
 }
 
-/// Shows resource 1 on scanout 0, flushes it, and returns the pixels of the
-/// first UPDATE received after message index `from`.
+/// Flushes resource 1 (shown on scanout 0) and returns the pixels of the
+/// UPDATE that flush produced.
 fn flush_and_capture(vmm: &mut TestVmm) -> Vec<u8> {
+    flush_and_capture_id(vmm, 1)
+}
+
+/// Flushes resource `id` (shown on scanout 0) and returns its UPDATE pixels.
+fn flush_and_capture_id(vmm: &mut TestVmm, id: u32) -> Vec<u8> {
     let from = vmm.display_mark();
-    vmm.ok(&wire::resource_flush(1, FULL));
+    vmm.ok(&wire::resource_flush(id, FULL));
     let display = vmm.display.as_ref().expect("display");
     let (_, msg) = display.wait_for(from, |m| matches!(m, DisplayMsg::Update { .. }));
     let DisplayMsg::Update { data, .. } = msg else {
@@ -446,4 +451,53 @@ fn test_update_cursor_after_detach_uses_host_copy_without_refusal() {
         vmm.metric("vugpu_refused_guest_accesses_total"),
         refused_before
     );
+}
+
+#[test]
+fn test_shrinker_like_cycles_keep_every_resource_content_and_counts() {
+    let mut vmm = start();
+    // 24 resources of 64x32 (two pages each), each evicted and restored at
+    // new pages three times, as a guest shrinker under pressure would.
+    const N: u32 = 24;
+    const CYCLES: u64 = 3;
+    let slot = |id: u32, cycle: u64| DATA_BASE + (cycle * u64::from(N) + u64::from(id)) * 2 * PAGE;
+    for id in 1..=N {
+        let content = pattern(id as u8, BYTES);
+        vmm.write_guest(slot(id, 0), &content);
+        vmm.create_backed_2d(id, W, H, &page_entries(slot(id, 0), 2));
+        vmm.ok(&wire::transfer_to_host_2d(id, FULL, 0));
+    }
+
+    for cycle in 1..=CYCLES {
+        for id in 1..=N {
+            vmm.ok(&wire::with_fence(
+                wire::detach_backing(id),
+                cycle * 100 + u64::from(id),
+                0,
+            ));
+            // The old pages are reused by someone else.
+            vmm.write_guest(slot(id, cycle - 1), &vec![0xf0; BYTES]);
+        }
+        for id in 1..=N {
+            vmm.ok(&wire::attach_backing(id, &page_entries(slot(id, cycle), 2)));
+        }
+    }
+
+    for id in 1..=N {
+        vmm.ok(&wire::set_scanout(0, id, FULL));
+        let shown = flush_and_capture_id(&mut vmm, id);
+        assert_eq!(shown, pattern(id as u8, BYTES), "resource {id}");
+    }
+    let cycles = f64::from(N) * CYCLES as f64;
+    assert_eq!(vmm.metric("vugpu_detach_backing_total"), cycles);
+    assert_eq!(
+        vmm.metric("vugpu_attach_backing_total"),
+        cycles + f64::from(N)
+    );
+    assert_eq!(
+        vmm.metric("vugpu_attached_bytes"),
+        f64::from(N) * BYTES as f64
+    );
+    assert_eq!(vmm.metric("vugpu_fences_completed_total"), cycles);
+    assert_eq!(vmm.metric("vugpu_refused_guest_accesses_total"), 0.0);
 }

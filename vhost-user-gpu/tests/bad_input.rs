@@ -662,3 +662,38 @@ fn test_create_blob_huge_nr_entries_short_chain_is_rejected() {
     );
     vmm.assert_alive();
 }
+
+#[test]
+fn test_resource_flush_rect_outside_resource_returns_invalid_parameter() {
+    let mut vmm = start();
+    create_64(&mut vmm, 1);
+    vmm.ok(&wire::attach_backing(1, &page_entries(DATA_BASE, 4)));
+    vmm.ok(&wire::set_scanout(0, 1, Rect::new(0, 0, 64, 64)));
+
+    expect_error(
+        &mut vmm,
+        &wire::resource_flush(1, Rect::new(0, 0, 65, 64)),
+        wire::RESP_ERR_INVALID_PARAMETER,
+    );
+}
+
+#[test]
+fn test_transfer_offset_overflowing_u64_is_rejected() {
+    let mut vmm = start();
+    create_64(&mut vmm, 1);
+    vmm.ok(&wire::attach_backing(1, &page_entries(DATA_BASE, 4)));
+
+    // offset + stride * rows wraps around 2^64.
+    let resp = vmm.ctrl(&wire::transfer_to_host_2d(
+        1,
+        Rect::new(0, 0, 64, 64),
+        u64::MAX - 16,
+    ));
+
+    assert!(
+        [wire::RESP_ERR_INVALID_PARAMETER, wire::RESP_ERR_UNSPEC].contains(&resp.type_()),
+        "answered {:#x}",
+        resp.type_()
+    );
+    vmm.assert_alive();
+}

@@ -33,6 +33,9 @@ pub struct Evidence<'a> {
     pub metrics: Option<&'a Metrics>,
     /// The screendump, or why it could not be taken.
     pub screen: Option<Result<&'a ScreenCheck, &'a str>>,
+    /// The guest console's first out-of-memory line (`Out of memory: ...`,
+    /// `... deadlocked on memory`), if any.
+    pub console_oom: Option<&'a str>,
 }
 
 /// Result class of a scenario.
@@ -274,6 +277,21 @@ pub fn purge(ev: &Evidence<'_>) -> Verdict {
 /// be reported (a hang or silence fails).
 pub fn baseline(ev: &Evidence<'_>) -> Verdict {
     let mut c = Checks::default();
+    if ev.status.is_none() && ev.report.is_none() {
+        // /init could not report: acceptable only when the kernel itself
+        // logged the out-of-memory outcome (it OOM-killed the workload and
+        // then, unable to free the pinned objects, panicked).
+        match ev.console_oom {
+            Some(line) => c.note(format!(
+                "guest could not report; its kernel logged the OOM outcome: {line}"
+            )),
+            None => c.failures.push(
+                "guest never reported VUGPU-STATUS and its console shows no OOM (hung or crashed)"
+                    .to_owned(),
+            ),
+        }
+        return c.finish(Outcome::Recorded);
+    }
     if ev.status.is_none() {
         c.failures
             .push("guest never reported VUGPU-STATUS (hung or crashed)".to_owned());
@@ -486,6 +504,7 @@ mod tests {
             report: Some(Ok(r)),
             metrics: Some(m),
             screen: None,
+            console_oom: None,
         }
     }
 
@@ -692,6 +711,18 @@ mod tests {
         let ev = Evidence {
             status: Some(&s),
             report: Some(Ok(&r)),
+            ..Evidence::default()
+        };
+
+        let v = baseline(&ev);
+
+        assert_eq!(v.outcome, Outcome::Recorded, "{:?}", v.failures);
+    }
+
+    #[test]
+    fn test_baseline_kernel_oom_panic_is_recorded() {
+        let ev = Evidence {
+            console_oom: Some("Out of memory: Killed process 48 (vugpu-workload)"),
             ..Evidence::default()
         };
 

@@ -88,6 +88,12 @@
 //! | `baseline` | `--no-madvise` (expected to fail on an unpatched kernel: ENOMEM or OOM kill) |
 //! | `custom` | only `vugpu.args` |
 //!
+//! Optional `vugpu.timeout=<seconds>` arms a guest-side watchdog in `/init`:
+//! if the workload has not finished by then, `/init` writes its own report
+//! (`"timeout_s"`, `"error":"workload timed out after N s"`) and `VUGPU-STATUS
+//! FAIL workload timed out after N s`, and powers off (useful when the device
+//! stops answering and the workload blocks in the kernel).
+//!
 //! `/dev/vda`, if present, becomes swap. Serial: `ttyS0` is the console;
 //! `ttyS1` is the result port and receives exactly one `VUGPU-RESULT {json}`
 //! line followed by one final `VUGPU-STATUS PASS` or `VUGPU-STATUS FAIL

@@ -552,7 +552,15 @@ impl TestVmm {
         }
         args.extend(opts.args.iter().cloned());
         let log = File::create(dir.join("daemon.log")).expect("create daemon log");
-        let child = Command::new(env!("CARGO_BIN_EXE_vhost-user-gpu"))
+        // Cross-checking the harness itself: VUGPU_TEST_REFERENCE_DAEMON names
+        // another backend that takes only --socket-path (QEMU's
+        // /usr/lib/qemu/vhost-user-gpu). Tests that need our options or the
+        // metrics endpoint fail against it by design.
+        let (bin, args) = match std::env::var("VUGPU_TEST_REFERENCE_DAEMON") {
+            Ok(bin) => (bin, args[..2].to_vec()),
+            Err(_) => (env!("CARGO_BIN_EXE_vhost-user-gpu").to_owned(), args),
+        };
+        let child = Command::new(bin)
             .args(&args)
             .env(
                 "RUST_LOG",

@@ -68,6 +68,9 @@ struct RunArgs {
     /// Print the daemon and QEMU command lines without running anything.
     #[arg(long)]
     dry_run: bool,
+    /// Count scenarios this host cannot run (SKIPPED) as failures.
+    #[arg(long)]
+    strict: bool,
 }
 
 fn parse_scenario(text: &str) -> Result<Vec<Scenario>, String> {
@@ -117,6 +120,7 @@ fn config(args: RunArgs) -> Result<Config, String> {
         probe_timeout: Duration::from_secs(args.probe_timeout_secs),
         qemu: args.qemu,
         dry_run: args.dry_run,
+        strict: args.strict,
     })
 }
 

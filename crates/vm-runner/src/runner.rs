@@ -31,7 +31,7 @@ use crate::qemu::{daemon_command, qemu_command, shell_line, Accel, QemuSpec};
 use crate::qmp::Qmp;
 use crate::scenario::{Device, KernelKind, Scenario};
 use crate::summary::{Figures, ScenarioSummary, Summary};
-use crate::verdict::{self, Evidence, PressureKind, ScreenCheck, Verdict};
+use crate::verdict::{self, Evidence, Outcome, PressureKind, ScreenCheck, Verdict};
 
 /// How long the daemon may take to create its socket.
 const DAEMON_START: Duration = Duration::from_secs(15);
@@ -91,6 +91,8 @@ pub struct Config {
     pub qemu: String,
     /// Print the commands only.
     pub dry_run: bool,
+    /// Count skipped scenarios as failures.
+    pub strict: bool,
 }
 
 impl Config {
@@ -676,20 +678,61 @@ fn judge(s: Scenario, c: &Collected) -> Verdict {
     }
 }
 
+/// Asks QEMU whether it lets users create the device model `name`
+/// (`-device help` lists only user-creatable devices).
+fn qemu_has_device(qemu: &str, name: &str) -> Result<bool, String> {
+    let out = Command::new(qemu)
+        .args(["-device", "help"])
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run {qemu} -device help: {e}"))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let quoted = format!("name \"{name}\"");
+    Ok(text.lines().any(|l| l.starts_with(&quoted)))
+}
+
+/// Why `s` cannot run with this QEMU, if it cannot.
+fn unsupported(cfg: &Config, s: Scenario) -> Option<String> {
+    if s.device() != Device::VhostUserDevice {
+        return None;
+    }
+    let name = "vhost-user-device-pci";
+    match qemu_has_device(&cfg.qemu, name) {
+        Ok(true) => None,
+        Ok(false) => Some(format!(
+            "SKIPPED: {} does not offer the user-creatable {name} this scenario needs \
+             (vhost-user-gpu-pci masks VIRTIO_GPU_F_RESOURCE_BLOB, so guest blobs cannot \
+             reach the daemon through it)",
+            cfg.qemu
+        )),
+        Err(e) => Some(format!("SKIPPED: {e}")),
+    }
+}
+
 /// Runs one scenario and summarises it.
 fn run_scenario(cfg: &Config, s: Scenario, accel: Accel) -> ScenarioSummary {
     let started = Instant::now();
     let paths = Paths::new(cfg.run_dir.join(s.name()));
     eprintln!("vugpu-vm: === scenario {} ({}) ===", s.name(), accel.name());
     let mut h = Harness::default();
-    let collected = match execute(cfg, s, accel, &paths, &mut h) {
-        Ok(c) => c,
-        Err(e) => {
-            h.fail(format!("harness error: {}", error_chain(&e)));
+    let skip = unsupported(cfg, s);
+    let collected = match &skip {
+        Some(reason) => {
+            eprintln!("vugpu-vm: {reason}");
             Collected::default()
         }
+        None => match execute(cfg, s, accel, &paths, &mut h) {
+            Ok(c) => c,
+            Err(e) => {
+                h.fail(format!("harness error: {}", error_chain(&e)));
+                Collected::default()
+            }
+        },
     };
-    let mut verdict = judge(s, &collected);
+    let mut verdict = match skip {
+        Some(reason) => Verdict::skipped(reason),
+        None => judge(s, &collected),
+    };
     for f in h.failures {
         verdict.fail(f);
     }
@@ -713,6 +756,9 @@ fn run_scenario(cfg: &Config, s: Scenario, accel: Accel) -> ScenarioSummary {
         run_dir: paths.dir.display().to_string(),
         figures: Figures::collect(report, collected.metrics.as_ref()),
     };
+    if let Err(e) = fs::create_dir_all(&paths.dir) {
+        warn!("cannot create {}: {e}", paths.dir.display());
+    }
     let file = paths.file("verdict.json");
     if let Ok(text) = serde_json::to_string_pretty(&summary) {
         if let Err(e) = fs::write(&file, text) {
@@ -847,7 +893,9 @@ pub fn run(cfg: &Config) -> Result<Option<Summary>, Error> {
         .map(|&s| run_scenario(cfg, s, accel))
         .collect();
     let summary = Summary {
-        passed: scenarios.iter().all(|s| s.verdict.ok()),
+        passed: scenarios
+            .iter()
+            .all(|s| s.verdict.ok() && !(cfg.strict && s.verdict.outcome == Outcome::Skipped)),
         accel: accel.name().to_owned(),
         accel_reason: reason,
         wall_secs: started.elapsed().as_secs_f64(),
@@ -898,6 +946,7 @@ mod tests {
             probe_timeout: Duration::from_secs(1),
             qemu: "qemu".to_owned(),
             dry_run: true,
+            strict: false,
         };
 
         let err = cfg.validate();

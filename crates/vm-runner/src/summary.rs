@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use crate::guest::Report;
 use crate::prom::Metrics;
-use crate::verdict::Verdict;
+use crate::verdict::{Outcome, Verdict};
 
 const MIB: f64 = 1048576.0;
 
@@ -168,14 +168,20 @@ impl Summary {
     /// Renders the human-readable table.
     pub fn render(&self) -> String {
         let mut out = String::new();
+        let skipped = self
+            .scenarios
+            .iter()
+            .filter(|s| s.verdict.outcome == Outcome::Skipped)
+            .count();
+        let verdict = match (self.passed, skipped) {
+            (false, _) => "FAIL".to_owned(),
+            (true, 0) => "PASS".to_owned(),
+            (true, n) => format!("PASS with {n} SKIPPED"),
+        };
         let _ = writeln!(
             out,
             "== vugpu-vm summary: {} (accel {}: {}), {:.0} s, {}",
-            if self.passed { "PASS" } else { "FAIL" },
-            self.accel,
-            self.accel_reason,
-            self.wall_secs,
-            self.run_dir
+            verdict, self.accel, self.accel_reason, self.wall_secs, self.run_dir
         );
         let _ = writeln!(
             out,

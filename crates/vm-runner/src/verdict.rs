@@ -46,6 +46,9 @@ pub enum Outcome {
     Pass,
     /// A baseline whose expected failure mode was observed and recorded.
     Recorded,
+    /// Not run because the host cannot provide what it needs (the reason
+    /// is in the notes); counts as a failure with `--strict`.
+    Skipped,
     /// At least one check failed.
     Fail,
 }
@@ -65,6 +68,15 @@ impl Verdict {
     /// `true` unless the outcome is [`Outcome::Fail`].
     pub fn ok(&self) -> bool {
         self.outcome != Outcome::Fail
+    }
+
+    /// A scenario that could not run on this host.
+    pub fn skipped(reason: String) -> Self {
+        Self {
+            outcome: Outcome::Skipped,
+            failures: Vec::new(),
+            notes: vec![reason],
+        }
     }
 
     /// Adds a failure found outside the verdict function (harness level).

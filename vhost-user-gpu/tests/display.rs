@@ -292,3 +292,44 @@ fn test_set_scanout_blob_without_backing_shows_nothing_until_attach() {
         assert!((wire::RESP_ERR_UNSPEC..=wire::RESP_ERR_INVALID_PARAMETER).contains(&resp.type_()));
     }
 }
+
+#[test]
+fn test_get_vring_base_while_display_write_blocks_does_not_deadlock() {
+    let mut vmm = TestVmm::start(&["--width", "1280", "--height", "800"]);
+    // A full-screen 4000 KiB update is far larger than a socket buffer.
+    let (w, h) = (1280u32, 800u32);
+    let bytes = w * h * 4;
+    vmm.create_backed_2d(1, w, h, &[entry(DATA_BASE, bytes)]);
+    vmm.ok(&wire::transfer_to_host_2d(1, Rect::new(0, 0, w, h), 0));
+    vmm.ok(&wire::set_scanout(0, 1, Rect::new(0, 0, w, h)));
+    vmm.display_mark();
+    vmm.display.as_ref().expect("display").set_paused(true);
+    let flush = wire::resource_flush(1, Rect::new(0, 0, w, h));
+    vmm.write_guest(0x1_0000, &flush);
+    vmm.push_chain(
+        CTRL_Q,
+        &[
+            common::Desc {
+                addr: 0x1_0000,
+                len: flush.len() as u32,
+                write: false,
+            },
+            common::Desc {
+                addr: 0x8_0000,
+                len: 24,
+                write: true,
+            },
+        ],
+    );
+    vmm.kick(CTRL_Q);
+    let blocked = vmm.wait_daemon_blocked_in("sock_alloc_send_pskb");
+    vmm.set_reply_timeout(std::time::Duration::from_secs(5));
+
+    // QEMU stops the rings from its main loop, which is also the loop that
+    // would read the display socket: the reply must not wait for the worker.
+    let base = vhost::VhostBackend::get_vring_base(vmm.frontend(), CTRL_Q);
+    vmm.display.as_ref().expect("display").set_paused(false);
+
+    assert!(blocked, "the daemon never blocked on the display socket");
+    assert!(base.is_ok(), "GET_VRING_BASE failed: {base:?}");
+}

@@ -189,6 +189,8 @@ pub enum DisplayMsg {
 struct DisplayLog {
     msgs: Vec<DisplayMsg>,
     closed: bool,
+    /// While set, the serving thread stops reading (a stalled frontend).
+    paused: bool,
 }
 
 /// The frontend side of the vhost-user GPU display socket, served by a thread.
@@ -251,6 +253,15 @@ impl Display {
         }
     }
 
+    /// Stops (or resumes) reading the socket, like a frontend whose main
+    /// loop is busy; the daemon's writes then block once the socket buffer
+    /// is full.
+    pub fn set_paused(&self, paused: bool) {
+        let (lock, cvar) = &*self.log;
+        lock.lock().unwrap_or_else(PoisonError::into_inner).paused = paused;
+        cvar.notify_all();
+    }
+
     /// Number of messages received so far.
     pub fn len(&self) -> usize {
         self.log
@@ -283,6 +294,13 @@ fn serve_display(
     // the test allocate without bound.
     const MAX_BODY: usize = 64 << 20;
     loop {
+        {
+            let (lock, cvar) = log;
+            let mut state = lock.lock().unwrap_or_else(PoisonError::into_inner);
+            while state.paused {
+                state = cvar.wait(state).unwrap_or_else(PoisonError::into_inner);
+            }
+        }
         let mut hdr = [0u8; 12];
         if sock.read_exact(&mut hdr).is_err() {
             break;
@@ -1259,6 +1277,35 @@ impl TestVmm {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Waits (bounded) until some thread of the daemon sleeps in the kernel
+    /// function `wchan` (from /proc/PID/task/TID/wchan); false on timeout.
+    pub fn wait_daemon_blocked_in(&mut self, wchan: &str) -> bool {
+        let pid = self.child_mut().id();
+        let deadline = Instant::now() + TIMEOUT;
+        while Instant::now() < deadline {
+            let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("daemon tasks");
+            for task in tasks.flatten() {
+                let w = std::fs::read_to_string(task.path().join("wchan")).unwrap_or_default();
+                if w.trim() == wchan {
+                    return true;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        false
+    }
+
+    /// Sets SO_RCVTIMEO on the vhost-user connection (shared with the
+    /// `Frontend`), so a backend that never replies fails the test instead
+    /// of hanging it.
+    pub fn set_reply_timeout(&self, timeout: Duration) {
+        self.raw
+            .as_ref()
+            .expect("raw socket")
+            .set_read_timeout(Some(timeout))
+            .expect("SO_RCVTIMEO");
     }
 
     /// Path of the daemon's vhost-user socket.

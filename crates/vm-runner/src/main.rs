@@ -130,7 +130,7 @@ fn main() -> ExitCode {
     let args = match cli.command {
         Cmd::List => {
             for s in Scenario::ALL {
-                println!("{:<13} {}", s.name(), s.kernel_cmdline());
+                println!("{:<13} {}", s.name(), s.kernel_cmdline(None));
             }
             return ExitCode::SUCCESS;
         }

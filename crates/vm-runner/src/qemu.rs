@@ -84,7 +84,15 @@ pub fn qemu_command(spec: &QemuSpec) -> Vec<String> {
     let backend = format!("memory-backend-memfd,id=mem,size={mem},share=on");
     push(&["-object", &backend, "-numa", "node,memdev=mem"]);
     match spec.device {
-        Device::Builtin => push(&["-device", "virtio-gpu-pci"]),
+        Device::Builtin => {
+            // The built-in device caps host resource memory at 256 MiB by
+            // default; the pressure workload creates 1.5x guest RAM.
+            let dev = format!(
+                "virtio-gpu-pci,max_hostmem={}M",
+                spec.mem_mib.saturating_mul(4)
+            );
+            push(&["-device", &dev]);
+        }
         Device::VhostUserGpu | Device::VhostUserDevice => {
             let chardev = format!("socket,id=vgpu,path={}", opt_value(&spec.vhost_socket));
             let device = if spec.device == Device::VhostUserGpu {
@@ -197,7 +205,7 @@ mod tests {
         let cmd = qemu_command(&spec(Device::Builtin));
 
         assert!(!cmd.contains(&"-chardev".to_owned()));
-        assert!(cmd.contains(&"virtio-gpu-pci".to_owned()));
+        assert!(cmd.contains(&"virtio-gpu-pci,max_hostmem=1024M".to_owned()));
     }
 
     #[test]

@@ -349,6 +349,15 @@ fn console_fatal(console: &str) -> Option<String> {
         .map(|l| l.trim_end_matches('\r').trim().to_owned())
 }
 
+/// The guest watchdog: fires well before the host deadline so that a stuck
+/// workload is reported by the guest (with its counters) rather than only
+/// by the host timeout.
+fn guest_timeout(host: Duration) -> Option<u64> {
+    let secs = host.as_secs();
+    let margin = (secs / 4).clamp(10, 60);
+    (secs > margin + 10).then(|| secs - margin)
+}
+
 /// Builds the QEMU spec for `scenario` on `accel`.
 fn qemu_spec(cfg: &Config, s: Scenario, device: Device, accel: Accel, paths: &Paths) -> QemuSpec {
     QemuSpec {
@@ -358,7 +367,7 @@ fn qemu_spec(cfg: &Config, s: Scenario, device: Device, accel: Accel, paths: &Pa
         smp: cfg.smp,
         kernel: cfg.kernel_for(s).to_path_buf(),
         initrd: cfg.initrd.clone(),
-        append: s.kernel_cmdline(),
+        append: s.kernel_cmdline(guest_timeout(cfg.timeout)),
         device,
         vhost_socket: paths.vhost.clone(),
         swap: Some(paths.swap.clone()),
@@ -923,6 +932,16 @@ mod tests {
             line.as_deref(),
             Some("[    2.0] Kernel panic - not syncing: Attempted to kill init!")
         );
+    }
+
+    #[test]
+    fn test_guest_timeout_leaves_a_margin() {
+        assert_eq!(guest_timeout(Duration::from_secs(240)), Some(180));
+    }
+
+    #[test]
+    fn test_guest_timeout_too_short_is_off() {
+        assert_eq!(guest_timeout(Duration::from_secs(15)), None);
     }
 
     #[test]

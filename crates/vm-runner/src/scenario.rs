@@ -148,17 +148,24 @@ impl Scenario {
     /// smoke also logs to the framebuffer console (`console=tty0` first, so
     /// `/dev/console` stays on the serial port) so that its screendump shows
     /// text drawn by the guest rather than only the cursor.
-    pub fn kernel_cmdline(self) -> String {
+    ///
+    /// `guest_timeout` arms `/init`'s watchdog (`vugpu.timeout=`), which
+    /// reports a stuck workload as a FAIL line before the host deadline.
+    pub fn kernel_cmdline(self, guest_timeout: Option<u64>) -> String {
         let consoles = if self == Self::Smoke {
             "console=tty0 console=ttyS0"
         } else {
             "console=ttyS0"
         };
-        format!(
+        let mut line = format!(
             "{consoles} panic=-1 vugpu.scenario={} vugpu.args={}",
             self.init_scenario(),
             self.workload_args().join(",")
-        )
+        );
+        if let Some(t) = guest_timeout {
+            line.push_str(&format!(" vugpu.timeout={t}"));
+        }
+        line
     }
 }
 
@@ -189,7 +196,7 @@ mod tests {
 
     #[test]
     fn test_kernel_cmdline_purge_joins_args_with_commas() {
-        let line = Scenario::Purge.kernel_cmdline();
+        let line = Scenario::Purge.kernel_cmdline(None);
 
         assert!(line.ends_with(
             "vugpu.scenario=custom vugpu.args=--scenario,purge,--kind,2d,--total-ram-ratio,1.5,--object-mib,4,--dontneed-every,0,--dontneed-every,2"

@@ -99,6 +99,14 @@ impl Metrics {
         self.get(name, &[])
     }
 
+    /// Sums every sample called `name`, whatever its labels (`None` when
+    /// there is none).
+    pub fn sum(&self, name: &str) -> Option<f64> {
+        let mut values = self.samples.iter().filter(|s| s.name == name).peekable();
+        values.peek()?;
+        Some(values.map(|s| s.value).sum())
+    }
+
     /// Returns the value of `vugpu_commands_total{cmd="<cmd>"}`.
     pub fn command(&self, cmd: &str) -> Option<f64> {
         self.get("vugpu_commands_total", &[("cmd", cmd)])
@@ -291,6 +299,13 @@ vugpu_detach_latency_seconds_count 40
         let flush = metrics.command("resource_flush");
 
         assert_eq!(flush, Some(57.0));
+    }
+
+    #[test]
+    fn test_sum_adds_all_label_sets() {
+        let metrics = Metrics::parse(SCRAPE).expect("valid scrape");
+
+        assert_eq!(metrics.sum("vugpu_commands_total"), Some(59.0));
     }
 
     #[test]

@@ -50,6 +50,8 @@ pub struct Figures {
     pub host_attach: Option<u64>,
     /// Host-side refused guest-memory accesses.
     pub host_refused_accesses: Option<u64>,
+    /// Host error responses of every kind.
+    pub host_command_errors: Option<u64>,
     /// Host resources destroyed.
     pub host_resources_destroyed: Option<u64>,
     /// DETACH latency p50 in microseconds (histogram estimate).
@@ -100,6 +102,9 @@ impl Figures {
         f.host_attach = count(metrics, "vugpu_attach_backing_total");
         f.host_refused_accesses = count(metrics, "vugpu_refused_guest_accesses_total");
         f.host_resources_destroyed = count(metrics, "vugpu_resources_destroyed_total");
+        f.host_command_errors = metrics
+            .and_then(|m| m.sum("vugpu_command_errors_total"))
+            .map(|v| v as u64);
         if let Some(h) = metrics.and_then(|m| m.histogram("vugpu_detach_latency_seconds")) {
             f.detach_p50_us = h.quantile(0.5).map(|s| s * 1e6);
             f.detach_p90_us = h.quantile(0.9).map(|s| s * 1e6);

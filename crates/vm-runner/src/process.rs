@@ -3,6 +3,7 @@
 //! and a child still running when its handle is dropped is killed.
 
 use std::io;
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, ExitStatus};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
@@ -11,6 +12,8 @@ use log::{info, warn};
 
 /// Poll interval of the deadline waits.
 const POLL: Duration = Duration::from_millis(50);
+/// How long to wait for a SIGKILLed process to be reaped.
+const KILL_REAP: Duration = Duration::from_secs(30);
 
 /// A spawned child process.
 #[derive(Debug)]
@@ -29,13 +32,17 @@ pub enum Stopped {
     Terminated(ExitStatus),
     /// It ignored SIGTERM for the grace period and was killed.
     Killed(ExitStatus),
+    /// SIGKILL was sent but the process was not reaped within the deadline
+    /// (stuck in the kernel); it is left behind rather than waited for.
+    Unreaped,
 }
 
 impl Stopped {
-    /// The exit status, however it was reached.
-    pub fn status(self) -> ExitStatus {
+    /// The exit status, however it was reached (`None` if unreaped).
+    pub fn status(self) -> Option<ExitStatus> {
         match self {
-            Self::AlreadyExited(s) | Self::Terminated(s) | Self::Killed(s) => s,
+            Self::AlreadyExited(s) | Self::Terminated(s) | Self::Killed(s) => Some(s),
+            Self::Unreaped => None,
         }
     }
 }
@@ -45,7 +52,21 @@ impl Proc {
     ///
     /// # Errors
     /// The spawn error.
+    ///
+    /// The child gets SIGTERM if the runner dies first (`PR_SET_PDEATHSIG`),
+    /// so a killed harness does not leave QEMU or the daemon behind.
     pub fn spawn(name: &'static str, cmd: &mut Command) -> io::Result<Self> {
+        // SAFETY: the closure runs in the forked child before exec and only
+        // calls prctl(2), which is async-signal-safe, with constant
+        // arguments; it touches no memory shared with the parent.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM, 0, 0, 0) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
         let child = cmd.spawn()?;
         info!("{name}: started, pid {}", child.id());
         Ok(Self {
@@ -122,12 +143,17 @@ impl Proc {
             self.pid()
         );
         self.signal(libc::SIGKILL);
-        loop {
-            // SIGKILL cannot be ignored; reaping only waits for the kernel.
-            if let Some(s) = self.wait_timeout(Duration::from_secs(10)) {
-                return Stopped::Killed(s);
+        // SIGKILL cannot be ignored; reaping only waits for the kernel.
+        match self.wait_timeout(KILL_REAP) {
+            Some(s) => Stopped::Killed(s),
+            None => {
+                warn!(
+                    "{}: pid {} not reaped {KILL_REAP:?} after SIGKILL, leaving it",
+                    self.name,
+                    self.pid()
+                );
+                Stopped::Unreaped
             }
-            warn!("{}: pid {} not reaped after SIGKILL", self.name, self.pid());
         }
     }
 }

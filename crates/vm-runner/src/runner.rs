@@ -514,7 +514,7 @@ fn execute(
             describe(st),
             tail(&qemu_log, 3)
         )),
-        Stopped::Killed(_) => h.fail(format!(
+        Stopped::Killed(_) | Stopped::Unreaped => h.fail(format!(
             "QEMU ignored SIGTERM for {} s and was killed",
             GRACE.as_secs()
         )),
@@ -541,7 +541,8 @@ fn execute(
                     h.fail(format!(
                         "daemon still running {} s after QEMU exited (then {})",
                         DAEMON_EXIT.as_secs(),
-                        describe(st.status())
+                        st.status()
+                            .map_or_else(|| "not reaped".to_owned(), describe)
                     ));
                 }
             },

@@ -18,11 +18,14 @@
 //! thread-local map keyed by the backend instance. The backend value itself
 //! ([`GpuBackend`], cloned into the worker by the library) therefore holds
 //! only `Send + Sync` data: configuration, atomics, and a small
-//! [`Pending`] mailbox behind a mutex.
+//! [`Mailbox`] (acked features and a [`Pending`] record behind a mutex)
+//! shared with the worker's device.
 //!
 //! Requests that arrive on the frontend thread but concern the device state
 //! are posted to that mailbox and applied by the worker at the start of its
-//! next pass, before it looks at any descriptor:
+//! next pass and again before every descriptor chain it pops (so a reset
+//! posted while a queue is being drained takes effect before the next
+//! command):
 //!
 //! - `update_memory` (new memory table): the worker calls
 //!   `GpuState::refresh_memory`, which re-derives every host pointer from the
@@ -41,13 +44,14 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::io;
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use log::{debug, error, info, warn};
 use vhost::vhost_user::message::{VhostUserProtocolFeatures, VhostUserVirtioFeatures};
 use vhost::vhost_user::GpuBackend as DisplaySocket;
-use vhost_user_backend::{VhostUserBackend, VringRwLock};
+use vhost_user_backend::{VhostUserBackend, VringRwLock, VringT};
 use virtio_bindings::virtio_config::{VIRTIO_F_RING_RESET, VIRTIO_F_VERSION_1};
 use virtio_bindings::virtio_ring::{VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC};
 use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
@@ -90,6 +94,35 @@ pub struct Pending {
     pub display: Option<DisplaySocket>,
 }
 
+/// What the frontend thread shares with the worker's [`Device`].
+#[derive(Default)]
+pub struct Mailbox {
+    pending: Mutex<Pending>,
+    acked_features: AtomicU64,
+}
+
+impl Mailbox {
+    /// Takes the posted work, leaving nothing pending.
+    pub fn take(&self) -> Pending {
+        std::mem::take(&mut *lock(&self.pending))
+    }
+
+    /// Records posted work.
+    pub fn post(&self, f: impl FnOnce(&mut Pending)) {
+        f(&mut lock(&self.pending));
+    }
+
+    /// Virtio features acknowledged by the driver.
+    pub fn acked_features(&self) -> u64 {
+        self.acked_features.load(Ordering::Acquire)
+    }
+
+    /// Records the features acknowledged by the driver.
+    pub fn set_acked_features(&self, features: u64) {
+        self.acked_features.store(features, Ordering::Release);
+    }
+}
+
 /// State shared by every clone of the backend (frontend and worker threads).
 struct Shared {
     /// Key of this instance's [`Device`] in the worker's thread-local map.
@@ -97,10 +130,9 @@ struct Shared {
     device_config: DeviceConfig,
     metrics: Arc<Metrics>,
     mem: GuestMemory,
-    acked_features: AtomicU64,
+    mailbox: Arc<Mailbox>,
     event_idx: AtomicBool,
     config_space: Mutex<virtio_gpu_config>,
-    pending: Mutex<Pending>,
     wake: EventFd,
     /// Exit notifiers handed out by [`VhostUserBackend::exit_event`].
     exit_notifiers: Mutex<Vec<EventNotifier>>,
@@ -153,10 +185,9 @@ impl GpuBackend {
                 device_config,
                 metrics,
                 mem,
-                acked_features: AtomicU64::new(0),
+                mailbox: Arc::new(Mailbox::default()),
                 event_idx: AtomicBool::new(false),
                 config_space: Mutex::new(config_space),
-                pending: Mutex::new(Pending::default()),
                 wake,
                 exit_notifiers: Mutex::new(Vec::new()),
             }),
@@ -171,7 +202,7 @@ impl GpuBackend {
 
     /// Virtio features acknowledged by the driver.
     pub fn acked_features(&self) -> u64 {
-        self.shared.acked_features.load(Ordering::Acquire)
+        self.shared.mailbox.acked_features()
     }
 
     /// Tells every worker thread to exit.
@@ -184,14 +215,10 @@ impl GpuBackend {
     }
 
     fn post(&self, f: impl FnOnce(&mut Pending)) {
-        f(&mut lock(&self.shared.pending));
+        self.shared.mailbox.post(f);
         if let Err(e) = self.shared.wake.write(1) {
             warn!("vhost-user-gpu: failed to wake the worker: {e}");
         }
-    }
-
-    fn take_pending(&self) -> Pending {
-        std::mem::take(&mut *lock(&self.shared.pending))
     }
 
     /// Runs `f` with this backend's device on the current (worker) thread,
@@ -206,6 +233,7 @@ impl GpuBackend {
                         self.shared.device_config.clone(),
                         Arc::clone(&self.shared.metrics),
                         self.shared.mem.clone(),
+                        Arc::clone(&self.shared.mailbox),
                     )
                     .map_err(|e| {
                         error!("vhost-user-gpu: cannot create the device state: {e}");
@@ -220,12 +248,11 @@ impl GpuBackend {
 
     /// Applies posted work and processes the queue behind `device_event`.
     fn run_worker(&self, device_event: u16, vrings: &[VringRwLock]) -> io::Result<()> {
-        let pending = self.take_pending();
-        let acked = self.acked_features();
         let event_idx = self.shared.event_idx.load(Ordering::Acquire);
-        self.with_device(|device| {
-            device.set_acked_features(acked);
-            device.apply_pending(pending);
+        log::trace!("vhost-user-gpu: worker event {device_event}");
+        let kicks_before = kick_fds(vrings);
+        let result = self.with_device(|device| {
+            device.apply_mailbox();
             match device_event {
                 CONTROL_QUEUE | CURSOR_QUEUE => {
                     let kind = if device_event == CONTROL_QUEUE {
@@ -244,7 +271,47 @@ impl GpuBackend {
                 }
                 other => warn!("vhost-user-gpu: unexpected event {other}"),
             }
-        })
+            log::trace!("vhost-user-gpu: worker event {device_event} done");
+        });
+        prime_replaced_kicks(vrings, &kicks_before);
+        result
+    }
+}
+
+/// The kick eventfd of every vring, by descriptor number.
+fn kick_fds(vrings: &[VringRwLock]) -> Vec<Option<RawFd>> {
+    vrings
+        .iter()
+        .map(|v| v.get_ref().get_kick().as_ref().map(AsRawFd::as_raw_fd))
+        .collect()
+}
+
+/// Works around vhost-user-backend 0.24 killing the worker thread.
+///
+/// The library's event loop handles a batch of epoll events and, for each
+/// queue event, reads the vring's *current* kick eventfd; a read that would
+/// block is an error that ends the worker thread for good. If the frontend
+/// replaced a kick eventfd (device reset, ring restart) while this worker
+/// was busy with an earlier event of the same batch, the stale readiness of
+/// the old eventfd leads to such a read on the new, empty one. Writing one
+/// kick to every eventfd replaced during our call makes that read succeed;
+/// it costs one empty queue pass, which virtio allows (spurious kick).
+fn prime_replaced_kicks(vrings: &[VringRwLock], before: &[Option<RawFd>]) {
+    for (after, before) in kick_fds(vrings).into_iter().zip(before) {
+        let Some(fd) = after else { continue };
+        if Some(fd) == *before {
+            continue;
+        }
+        let one: u64 = 1;
+        // SAFETY: `fd` is the vring's open kick eventfd; writing 8 bytes from
+        // a live u64 is the eventfd protocol and touches no Rust memory.
+        let rc = unsafe { libc::write(fd, std::ptr::addr_of!(one).cast(), 8) };
+        if rc != 8 {
+            debug!(
+                "vhost-user-gpu: priming a replaced kick eventfd: {}",
+                io::Error::last_os_error()
+            );
+        }
     }
 }
 
@@ -287,9 +354,7 @@ impl VhostUserBackend for GpuBackend {
 
     fn acked_features(&self, features: u64) {
         info!("vhost-user-gpu: driver acked features {features:#x}");
-        self.shared
-            .acked_features
-            .store(features, Ordering::Release);
+        self.shared.mailbox.set_acked_features(features);
     }
 
     fn protocol_features(&self) -> VhostUserProtocolFeatures {
@@ -301,7 +366,7 @@ impl VhostUserBackend for GpuBackend {
 
     fn reset_device(&self) {
         info!("vhost-user-gpu: device reset");
-        self.shared.acked_features.store(0, Ordering::Release);
+        self.shared.mailbox.set_acked_features(0);
         *lock(&self.shared.config_space) =
             virtio_gpu_config::new(self.shared.device_config.num_outputs, 0);
         self.post(|p| p.reset = true);

@@ -29,7 +29,7 @@ use std::time::Instant;
 
 use log::{debug, error, info, log_enabled, warn, Level};
 use vhost_user_backend::{VringRwLock, VringT};
-use virtio_queue::{DescriptorChain, QueueT};
+use virtio_queue::{DescriptorChain, QueueOwnedT, QueueT};
 use vm_memory::{GuestAddressSpace, GuestMemoryMmap};
 use vugpu_metrics::Metrics;
 use vugpu_protocol::wire::{
@@ -44,7 +44,7 @@ use vugpu_protocol::{
 };
 use vugpu_resources::{GpuState, GpuStateConfig, ResourceError, ScanoutUpdate};
 
-use crate::backend::{GuestMemory, Pending};
+use crate::backend::{GuestMemory, Mailbox, Pending};
 use crate::config::DeviceConfig;
 use crate::display::{Display, DisplayError, CURSOR_BYTES};
 use crate::guest_warn;
@@ -116,6 +116,10 @@ impl CommandError {
     }
 }
 
+/// A virtqueue whose rings cannot be read any more.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BrokenRing;
+
 /// What to record once the response is written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Completion {
@@ -137,7 +141,7 @@ pub struct Device {
     mem: GuestMemory,
     state: GpuState,
     display: Option<Display>,
-    acked_features: u64,
+    mailbox: Arc<Mailbox>,
     limits: DecodeLimits,
     /// Reusable copy of one request's readable bytes.
     cmd_buf: Vec<u8>,
@@ -153,7 +157,7 @@ impl std::fmt::Debug for Device {
         f.debug_struct("Device")
             .field("config", &self.config)
             .field("display", &self.display)
-            .field("acked_features", &self.acked_features)
+            .field("acked_features", &self.mailbox.acked_features())
             .finish_non_exhaustive()
     }
 }
@@ -214,6 +218,7 @@ impl Device {
         config: DeviceConfig,
         metrics: Arc<Metrics>,
         mem: GuestMemory,
+        mailbox: Arc<Mailbox>,
     ) -> Result<Self, ResourceError> {
         let state = GpuState::new(
             GpuStateConfig {
@@ -237,22 +242,23 @@ impl Device {
             mem,
             state,
             display: None,
-            acked_features: 0,
+            mailbox,
             limits,
             warn_limiter: LogLimiter::new(GUEST_WARN_BURST),
         })
     }
 
-    /// Records the features the driver acknowledged.
-    pub fn set_acked_features(&mut self, features: u64) {
-        self.acked_features = features;
-    }
-
     fn feature_acked(&self, bit: u32) -> bool {
-        self.acked_features & (1u64 << bit) != 0
+        self.mailbox.acked_features() & (1u64 << bit) != 0
     }
 
     /// Applies work posted by the frontend thread (see [`crate::backend`]).
+    pub fn apply_mailbox(&mut self) {
+        let pending = self.mailbox.take();
+        self.apply_pending(pending);
+    }
+
+    /// Applies `pending` work.
     pub fn apply_pending(&mut self, pending: Pending) {
         if pending.reset {
             self.reset();
@@ -288,8 +294,18 @@ impl Device {
         }
         self.metrics.backing_released(attached);
         self.update_gauges();
+        // QEMU closes the display socket when it stops the device and sends
+        // a new one on restart, so a failure here is expected: drop the old
+        // socket quietly.
         for scanout_id in shown {
-            self.with_display(|d| d.set_scanout(scanout_id, 0, 0));
+            let failed = self
+                .display
+                .as_ref()
+                .is_some_and(|d| d.set_scanout(scanout_id, 0, 0).is_err());
+            if failed {
+                info!("vhost-user-gpu: display socket closed by the frontend during reset");
+                self.display = None;
+            }
         }
         info!("vhost-user-gpu: device reset, every resource dropped");
     }
@@ -348,7 +364,11 @@ impl Device {
                     warn!("vhost-user-gpu: disabling notifications: {e}");
                 }
             }
-            self.drain(vring, kind);
+            if self.drain(vring, kind).is_err() {
+                // A broken ring stays as it is until the frontend fixes or
+                // resets it; retrying now would spin.
+                break;
+            }
             if !event_idx {
                 break;
             }
@@ -364,16 +384,40 @@ impl Device {
         }
     }
 
-    fn drain(&mut self, vring: &VringRwLock, kind: QueueKind) {
-        let mem = self.mem.memory();
+    /// Serves chains until the ring is empty or disabled. `Err` means the
+    /// ring itself is invalid (e.g. an available index more than a ring size
+    /// ahead): nothing more can be popped from it.
+    fn drain(&mut self, vring: &VringRwLock, kind: QueueKind) -> Result<(), BrokenRing> {
         loop {
+            // Work posted meanwhile (reset, new memory table) applies before
+            // the next command, which then sees the current memory.
+            self.apply_mailbox();
+            let mem = self.mem.memory();
             // The vring lock is held only to pop: the frontend thread may
             // need it (GET_VRING_BASE) while a command waits on the display.
-            let chain = vring
-                .get_mut()
-                .get_queue_mut()
-                .pop_descriptor_chain(mem.clone());
-            let Some(chain) = chain else { break };
+            let next = {
+                let mut state = vring.get_mut();
+                if !state.is_enabled() || !state.get_queue().ready() {
+                    log::trace!("vhost-user-gpu: {kind:?} queue not enabled or not ready");
+                    return Ok(());
+                }
+                state
+                    .get_queue_mut()
+                    .iter(mem.clone())
+                    .map(|mut chains| chains.next())
+            };
+            let chain = match next {
+                Ok(Some(chain)) => chain,
+                Ok(None) => return Ok(()),
+                Err(e) => {
+                    self.metrics.decode_error();
+                    guest_warn!(
+                        self.warn_limiter,
+                        "vhost-user-gpu: {kind:?} queue is broken, not serving it until it is reset: {e}"
+                    );
+                    return Err(BrokenRing);
+                }
+            };
             let dequeued = Instant::now();
             let head = chain.head_index();
             let used_len = self.process_chain(chain, &mem, kind, dequeued);

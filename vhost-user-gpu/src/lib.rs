@@ -113,8 +113,13 @@ pub fn start(config: GpuConfig) -> Result<(), StartError> {
     // Fail early if the renderer cannot be built; the real device state is
     // created on the worker thread.
     drop(
-        device::Device::new(config.device.clone(), Arc::clone(&metrics), mem.clone())
-            .map_err(StartError::Device)?,
+        device::Device::new(
+            config.device.clone(),
+            Arc::clone(&metrics),
+            mem.clone(),
+            Arc::default(),
+        )
+        .map_err(StartError::Device)?,
     );
     let backend = GpuBackend::new(config.device.clone(), Arc::clone(&metrics), mem.clone())
         .map_err(StartError::Backend)?;

@@ -17,6 +17,7 @@ use vugpu_protocol::wire::{
 use vugpu_protocol::{decode_header, CtrlHeader, GpuCommand, GpuResponse, MemEntry, Rect};
 
 use super::{to_bgrx, Device, QueueKind};
+use crate::backend::Mailbox;
 use crate::config::DeviceConfig;
 
 /// Guest memory size: room for the rings, a request, a response and a
@@ -35,6 +36,7 @@ const RES_BYTES: u32 = SIDE * SIDE * 4;
 struct Fixture {
     mem: GuestMemoryMmap<()>,
     metrics: Arc<Metrics>,
+    mailbox: Arc<Mailbox>,
     device: Device,
 }
 
@@ -42,15 +44,18 @@ fn fixture() -> Fixture {
     let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), MEM_SIZE)])
         .expect("anonymous guest memory");
     let metrics = Arc::new(Metrics::new());
+    let mailbox = Arc::new(Mailbox::default());
     let device = Device::new(
         DeviceConfig::default(),
         Arc::clone(&metrics),
         GuestMemoryAtomic::new(mem.clone()),
+        Arc::clone(&mailbox),
     )
     .expect("device state");
     Fixture {
         mem,
         metrics,
+        mailbox,
         device,
     }
 }
@@ -325,7 +330,7 @@ fn test_dispatch_get_edid_without_feature_is_unspec() {
 #[test]
 fn test_dispatch_get_edid_with_feature_returns_generated_block() {
     let mut f = fixture();
-    f.device.set_acked_features(1 << VIRTIO_GPU_F_EDID);
+    f.mailbox.set_acked_features(1 << VIRTIO_GPU_F_EDID);
 
     let (resp, _) = f
         .device

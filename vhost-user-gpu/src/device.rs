@@ -116,9 +116,14 @@ impl CommandError {
     }
 }
 
-/// A virtqueue whose rings cannot be read any more.
+/// Why [`Device::drain`] stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct BrokenRing;
+enum Drained {
+    /// No more available chains.
+    Empty,
+    /// The ring is disabled, not ready, or its indices are invalid.
+    Stopped,
+}
 
 /// What to record once the response is written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -364,9 +369,10 @@ impl Device {
                     warn!("vhost-user-gpu: disabling notifications: {e}");
                 }
             }
-            if self.drain(vring, kind).is_err() {
-                // A broken ring stays as it is until the frontend fixes or
-                // resets it; retrying now would spin.
+            if self.drain(vring, kind) == Drained::Stopped {
+                // A disabled or broken ring stays as it is until the
+                // frontend re-enables, fixes or resets it; retrying now
+                // would spin.
                 break;
             }
             if !event_idx {
@@ -384,10 +390,10 @@ impl Device {
         }
     }
 
-    /// Serves chains until the ring is empty or disabled. `Err` means the
-    /// ring itself is invalid (e.g. an available index more than a ring size
-    /// ahead): nothing more can be popped from it.
-    fn drain(&mut self, vring: &VringRwLock, kind: QueueKind) -> Result<(), BrokenRing> {
+    /// Serves chains until the ring is empty ([`Drained::Empty`]), or is
+    /// disabled or invalid, e.g. an available index more than a ring size
+    /// ahead ([`Drained::Stopped`]).
+    fn drain(&mut self, vring: &VringRwLock, kind: QueueKind) -> Drained {
         loop {
             // Work posted meanwhile (reset, new memory table) applies before
             // the next command, which then sees the current memory.
@@ -399,7 +405,7 @@ impl Device {
                 let mut state = vring.get_mut();
                 if !state.is_enabled() || !state.get_queue().ready() {
                     log::trace!("vhost-user-gpu: {kind:?} queue not enabled or not ready");
-                    return Ok(());
+                    return Drained::Stopped;
                 }
                 state
                     .get_queue_mut()
@@ -408,14 +414,14 @@ impl Device {
             };
             let chain = match next {
                 Ok(Some(chain)) => chain,
-                Ok(None) => return Ok(()),
+                Ok(None) => return Drained::Empty,
                 Err(e) => {
                     self.metrics.decode_error();
                     guest_warn!(
                         self.warn_limiter,
                         "vhost-user-gpu: {kind:?} queue is broken, not serving it until it is reset: {e}"
                     );
-                    return Err(BrokenRing);
+                    return Drained::Stopped;
                 }
             };
             let dequeued = Instant::now();

@@ -22,7 +22,7 @@ struct Cli {
 enum Cmd {
     /// Run scenarios; exits 0 only when every scenario passed (or, for
     /// baseline, recorded its expected failure).
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// List the scenarios with their kernel command lines.
     List,
 }
@@ -44,6 +44,10 @@ struct RunArgs {
     /// The vhost-user-gpu daemon binary (needed unless only qemu-builtin).
     #[arg(long)]
     daemon: Option<PathBuf>,
+    /// QEMU's own vhost-user-gpu daemon, for the reference scenario (Debian:
+    /// package qemu-system-gui, `dpkg -L qemu-system-gui | grep vhost-user-gpu`).
+    #[arg(long)]
+    reference_daemon: Option<PathBuf>,
     /// Artifact directory [default: target/vugpu-runs/<UTC timestamp>].
     #[arg(long)]
     run_dir: Option<PathBuf>,
@@ -87,7 +91,7 @@ fn absolute(path: PathBuf) -> PathBuf {
     std::fs::canonicalize(&path).unwrap_or(path)
 }
 
-fn config(args: RunArgs) -> Result<Config, String> {
+fn config(args: Box<RunArgs>) -> Result<Config, String> {
     let run_dir = match args.run_dir {
         Some(d) => d,
         None => PathBuf::from("target/vugpu-runs").join(time::now_stamp()),
@@ -112,6 +116,7 @@ fn config(args: RunArgs) -> Result<Config, String> {
         unpatched_kernel: args.unpatched_kernel.map(absolute),
         initrd: absolute(args.initrd),
         daemon: args.daemon.map(absolute),
+        reference_daemon: args.reference_daemon.map(absolute),
         run_dir,
         timeout: Duration::from_secs(args.timeout_secs),
         mem_mib: args.mem_mib,

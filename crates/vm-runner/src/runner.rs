@@ -75,6 +75,8 @@ pub struct Config {
     pub initrd: PathBuf,
     /// The vhost-user-gpu daemon binary.
     pub daemon: Option<PathBuf>,
+    /// QEMU's own vhost-user-gpu daemon (reference scenario).
+    pub reference_daemon: Option<PathBuf>,
     /// Where artifacts go.
     pub run_dir: PathBuf,
     /// Per-scenario deadline for the guest's status line.
@@ -115,7 +117,17 @@ impl Config {
             })?;
             inputs.push(("--unpatched-kernel", k));
         }
-        if self.scenarios.iter().any(|s| s.needs_daemon()) {
+        if self.scenarios.iter().any(|s| s.reference_daemon()) {
+            let d = self.reference_daemon.as_ref().ok_or_else(|| {
+                Error::Config("the reference scenario needs --reference-daemon".to_owned())
+            })?;
+            inputs.push(("--reference-daemon", d));
+        }
+        if self
+            .scenarios
+            .iter()
+            .any(|s| s.needs_daemon() && !s.reference_daemon())
+        {
             let d = self.daemon.as_ref().ok_or_else(|| {
                 Error::Config("scenarios with the daemon need --daemon".to_owned())
             })?;
@@ -377,6 +389,32 @@ fn qemu_spec(cfg: &Config, s: Scenario, device: Device, accel: Accel, paths: &Pa
     }
 }
 
+/// The daemon command line of scenario `s`.
+fn daemon_words(cfg: &Config, s: Scenario, paths: &Paths) -> Result<Vec<String>, Error> {
+    if s.reference_daemon() {
+        let bin = cfg
+            .reference_daemon
+            .as_ref()
+            .ok_or_else(|| Error::Config("--reference-daemon missing".to_owned()))?;
+        return Ok(vec![
+            bin.display().to_string(),
+            "--socket-path".to_owned(),
+            paths.vhost.display().to_string(),
+        ]);
+    }
+    let bin = cfg
+        .daemon
+        .as_ref()
+        .ok_or_else(|| Error::Config("--daemon missing".to_owned()))?;
+    Ok(daemon_command(
+        bin,
+        &paths.vhost,
+        &paths.metrics_sock,
+        s == Scenario::Blob,
+        DISPLAY,
+    ))
+}
+
 /// Runs one scenario to completion and collects its evidence. Harness
 /// problems go to `h`; an `Err` means nothing useful could be collected.
 fn execute(
@@ -397,17 +435,7 @@ fn execute(
 
     let mut daemon = None;
     if s.needs_daemon() {
-        let bin = cfg
-            .daemon
-            .as_ref()
-            .ok_or_else(|| Error::Config("--daemon missing".to_owned()))?;
-        let words = daemon_command(
-            bin,
-            &paths.vhost,
-            &paths.metrics_sock,
-            s == Scenario::Blob,
-            DISPLAY,
-        );
+        let words = daemon_words(cfg, s, paths)?;
         let level = std::env::var("VUGPU_DAEMON_LOG").unwrap_or_else(|_| "info".to_owned());
         record_command(paths, &words, &format!("RUST_LOG={level} "))?;
         let daemon_log = paths.file("daemon.log");
@@ -489,7 +517,7 @@ fn execute(
     }
 
     // Scrape the daemon before QEMU goes away (it exits on disconnect).
-    if let Some(d) = daemon.as_mut() {
+    if let Some(d) = daemon.as_mut().filter(|_| !s.reference_daemon()) {
         if d.try_wait().is_none() {
             match scrape_with_retry(&paths.metrics_sock) {
                 Ok(text) => {
@@ -684,7 +712,7 @@ fn judge(s: Scenario, c: &Collected) -> Verdict {
         Scenario::Blob => verdict::evict(&ev, PressureKind::Blob),
         Scenario::Purge => verdict::purge(&ev),
         Scenario::Baseline => verdict::baseline(&ev),
-        Scenario::QemuBuiltin => verdict::qemu_builtin(&ev),
+        Scenario::QemuBuiltin | Scenario::Reference => verdict::qemu_builtin(&ev),
     }
 }
 
@@ -879,14 +907,8 @@ pub fn run(cfg: &Config) -> Result<Option<Summary>, Error> {
         for &s in &cfg.scenarios {
             let paths = Paths::new(cfg.run_dir.join(s.name()));
             println!("# scenario {}", s.name());
-            if let (true, Some(bin)) = (s.needs_daemon(), &cfg.daemon) {
-                let words = daemon_command(
-                    bin,
-                    &paths.vhost,
-                    &paths.metrics_sock,
-                    s == Scenario::Blob,
-                    DISPLAY,
-                );
+            if s.needs_daemon() {
+                let words = daemon_words(cfg, s, &paths)?;
                 println!("RUST_LOG=info {} &", shell_line(&words));
             }
             println!(
@@ -958,6 +980,7 @@ mod tests {
             unpatched_kernel: None,
             initrd: PathBuf::from("i"),
             daemon: Some(PathBuf::from("d")),
+            reference_daemon: None,
             run_dir: PathBuf::from("r"),
             timeout: Duration::from_secs(1),
             mem_mib: 256,

@@ -37,6 +37,10 @@ pub enum Scenario {
     QemuBuiltin,
     /// Guest blobs through vhost-user-device-pci, daemon `--blob`.
     Blob,
+    /// The evict workload against QEMU's own vhost-user-gpu daemon (the
+    /// C reference backend, `--reference-daemon`): guest-side checks only.
+    /// Not part of `all`.
+    Reference,
 }
 
 /// Which guest kernel a scenario boots.
@@ -81,7 +85,13 @@ impl Scenario {
             Self::Baseline => "baseline",
             Self::QemuBuiltin => "qemu-builtin",
             Self::Blob => "blob",
+            Self::Reference => "reference",
         }
+    }
+
+    /// `true` when the daemon is the reference backend rather than ours.
+    pub fn reference_daemon(self) -> bool {
+        self == Self::Reference
     }
 
     /// The kernel this scenario boots.
@@ -111,7 +121,7 @@ impl Scenario {
     pub fn workload_args(self) -> Vec<String> {
         let mut args: Vec<&str> = match self {
             Self::Smoke => vec!["--smoke"],
-            Self::Evict | Self::QemuBuiltin => PRESSURE_ARGS.to_vec(),
+            Self::Evict | Self::QemuBuiltin | Self::Reference => PRESSURE_ARGS.to_vec(),
             Self::Purge => [&PRESSURE_ARGS[..], &["--dontneed-every", "2"]].concat(),
             Self::Baseline => [&PRESSURE_ARGS[..], &["--no-madvise"]].concat(),
             Self::Blob => {
@@ -136,7 +146,7 @@ impl Scenario {
     pub fn init_scenario(self) -> &'static str {
         match self {
             Self::Smoke => "smoke",
-            Self::Evict | Self::QemuBuiltin => "evict",
+            Self::Evict | Self::QemuBuiltin | Self::Reference => "evict",
             Self::Purge => "custom",
             Self::Baseline => "baseline",
             Self::Blob => "evict-blob",

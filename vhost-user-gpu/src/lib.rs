@@ -27,10 +27,11 @@ pub mod signals;
 
 use std::io;
 use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
 
-use log::{info, warn};
+use log::{error, info, warn};
 use vhost::vhost_user::{Error as VhostUserError, Listener};
 use vhost_user_backend::VhostUserDaemon;
 use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
@@ -41,7 +42,10 @@ use vugpu_metrics::{serve, spawn_logger, Metrics, MetricsError};
 pub use crate::args::GpuArgs;
 pub use crate::backend::GpuBackend;
 pub use crate::config::{ConfigError, DeviceConfig, GpuConfig};
-use crate::signals::{wait_readable, ExitSignals, Ready};
+use crate::signals::{wait_readable, wait_readable_timeout, ExitSignals, Ready};
+
+/// How often the watcher thread checks that the vring workers are alive.
+const WATCH_INTERVAL_MS: i32 = 1000;
 
 /// Failures that stop the daemon.
 #[derive(Debug, thiserror::Error)]
@@ -73,6 +77,9 @@ pub enum StartError {
     /// Waiting for a connection or a signal failed.
     #[error("Failed to wait for a connection")]
     Poll(#[source] io::Error),
+    /// A vring worker thread of vhost-user-backend ended while serving.
+    #[error("A vring worker thread ended unexpectedly")]
+    WorkerDied,
     /// An eventfd or thread needed for shutdown could not be created.
     #[error("Failed to set up shutdown")]
     Shutdown(#[source] io::Error),
@@ -170,36 +177,64 @@ fn serve_one(
             );
             return Ok(());
         }
-        Ready::Second => {}
+        Ready::Second | Ready::Timeout => {}
     }
     daemon.start(listener).map_err(StartError::Daemon)?;
     info!("vhost-user-gpu: frontend connected");
 
     // A watcher thread turns a signal into a connection shutdown, which
-    // makes `wait` return.
+    // makes `wait` return. It also watches the vring worker threads: the
+    // library ends one silently on an internal error, which would leave the
+    // guest with a device that never answers; better to fail loudly.
     let stop = EventFd::new(EFD_NONBLOCK).map_err(StartError::Shutdown)?;
     let stop_watcher = stop.try_clone().map_err(StartError::Shutdown)?;
     let shutdown = daemon.shutdown_handle();
     let signal_fd = signals.as_raw_fd();
+    let workers = daemon.get_epoll_handlers();
+    // Each handler is held by the daemon, by its worker thread and by us.
+    let alive_refs: Vec<usize> = workers.iter().map(Arc::strong_count).collect();
+    let worker_died = Arc::new(AtomicBool::new(false));
+    let worker_died_watcher = Arc::clone(&worker_died);
     let watcher = thread::Builder::new()
         .name("vugpu-signals".into())
-        .spawn(
-            move || match wait_readable(signal_fd, stop_watcher.as_raw_fd()) {
+        .spawn(move || loop {
+            match wait_readable_timeout(signal_fd, stop_watcher.as_raw_fd(), WATCH_INTERVAL_MS) {
                 Ok(Ready::First) => {
                     info!("vhost-user-gpu: signal received, disconnecting");
-                    if let Some(handle) = shutdown {
+                    if let Some(handle) = &shutdown {
                         handle.shutdown();
                     }
+                    return;
                 }
-                Ok(Ready::Second) => {}
-                Err(e) => warn!("vhost-user-gpu: waiting for signals: {e}"),
-            },
-        )
+                Ok(Ready::Second) => return,
+                Ok(Ready::Timeout) => {
+                    let died = workers
+                        .iter()
+                        .zip(&alive_refs)
+                        .any(|(w, &alive)| Arc::strong_count(w) < alive);
+                    if died {
+                        error!("vhost-user-gpu: a vring worker thread ended; disconnecting");
+                        worker_died_watcher.store(true, Ordering::Release);
+                        if let Some(handle) = &shutdown {
+                            handle.shutdown();
+                        }
+                        return;
+                    }
+                }
+                Err(e) => {
+                    warn!("vhost-user-gpu: waiting for signals: {e}");
+                    return;
+                }
+            }
+        })
         .map_err(StartError::Shutdown)?;
 
     let result = daemon.wait();
     let _ = stop.write(1);
     let _ = watcher.join();
+    if worker_died.load(Ordering::Acquire) {
+        return Err(StartError::WorkerDied);
+    }
     match result {
         Ok(()) => {
             info!("vhost-user-gpu: frontend disconnected");

@@ -24,6 +24,8 @@ pub enum Ready {
     First,
     /// The second file descriptor is readable.
     Second,
+    /// Neither became readable within the timeout.
+    Timeout,
 }
 
 impl ExitSignals {
@@ -85,6 +87,15 @@ impl AsRawFd for ExitSignals {
 /// # Errors
 /// The `poll` error.
 pub fn wait_readable(first: RawFd, second: RawFd) -> io::Result<Ready> {
+    wait_readable_timeout(first, second, -1)
+}
+
+/// As [`wait_readable`], giving up after `timeout_ms` milliseconds
+/// (-1: never) with [`Ready::Timeout`].
+///
+/// # Errors
+/// The `poll` error.
+pub fn wait_readable_timeout(first: RawFd, second: RawFd, timeout_ms: i32) -> io::Result<Ready> {
     let mut fds = [
         libc::pollfd {
             fd: first,
@@ -99,7 +110,7 @@ pub fn wait_readable(first: RawFd, second: RawFd) -> io::Result<Ready> {
     ];
     loop {
         // SAFETY: `fds` is a valid array of two pollfd for the whole call.
-        let rc = unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };
+        let rc = unsafe { libc::poll(fds.as_mut_ptr(), 2, timeout_ms) };
         if rc < 0 {
             let err = io::Error::last_os_error();
             if err.kind() == io::ErrorKind::Interrupted {
@@ -112,6 +123,9 @@ pub fn wait_readable(first: RawFd, second: RawFd) -> io::Result<Ready> {
         }
         if fds[1].revents != 0 {
             return Ok(Ready::Second);
+        }
+        if rc == 0 {
+            return Ok(Ready::Timeout);
         }
     }
 }

@@ -366,7 +366,10 @@ impl Device {
         loop {
             if event_idx {
                 if let Err(e) = vring.disable_notification() {
-                    warn!("vhost-user-gpu: disabling notifications: {e}");
+                    guest_warn!(
+                        self.warn_limiter,
+                        "vhost-user-gpu: disabling notifications: {e}"
+                    );
                 }
             }
             if self.drain(vring, kind) == Drained::Stopped {
@@ -383,7 +386,10 @@ impl Device {
                 Ok(true) => continue,
                 Ok(false) => break,
                 Err(e) => {
-                    warn!("vhost-user-gpu: enabling notifications: {e}");
+                    guest_warn!(
+                        self.warn_limiter,
+                        "vhost-user-gpu: enabling notifications: {e}"
+                    );
                     break;
                 }
             }
@@ -428,16 +434,27 @@ impl Device {
             let head = chain.head_index();
             let used_len = self.process_chain(chain, &mem, kind, dequeued);
             if let Err(e) = vring.add_used(head, used_len) {
-                warn!("vhost-user-gpu: adding descriptor {head} to the used ring: {e}");
+                guest_warn!(
+                    self.warn_limiter,
+                    "vhost-user-gpu: adding descriptor {head} to the used ring: {e}"
+                );
             }
             match vring.needs_notification() {
                 Ok(true) => {
                     if let Err(e) = vring.signal_used_queue() {
-                        warn!("vhost-user-gpu: signalling the used queue: {e}");
+                        guest_warn!(
+                            self.warn_limiter,
+                            "vhost-user-gpu: signalling the used queue: {e}"
+                        );
                     }
                 }
                 Ok(false) => {}
-                Err(e) => warn!("vhost-user-gpu: checking notification need: {e}"),
+                Err(e) => {
+                    guest_warn!(
+                        self.warn_limiter,
+                        "vhost-user-gpu: checking notification need: {e}"
+                    );
+                }
             }
         }
     }

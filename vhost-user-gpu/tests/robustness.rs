@@ -225,3 +225,47 @@ fn test_avail_index_jump_then_disconnect_exits_zero() {
         vmm.daemon_log_tail()
     );
 }
+
+#[test]
+fn test_broken_ring_recovers_after_device_reset() {
+    let mut vmm = TestVmm::start(&[]);
+    vmm.corrupt_avail_idx(CTRL_Q, 1000);
+    vmm.kick(CTRL_Q);
+    vmm.sync();
+
+    // What a guest driver does with a broken device: reset and start over.
+    vmm.reset();
+    let resp = vmm.ctrl(&wire::get_display_info());
+
+    assert_eq!(resp.type_(), wire::RESP_OK_DISPLAY_INFO);
+}
+
+#[test]
+fn test_broken_ring_counts_few_decode_errors_and_logs_boundedly() {
+    let mut vmm = TestVmm::start(&[]);
+
+    vmm.corrupt_avail_idx(CTRL_Q, 1000);
+    vmm.kick(CTRL_Q);
+    vmm.sync();
+    // The worker runs on its own thread: wait (bounded) until it saw the kick.
+    let deadline = std::time::Instant::now() + common::TIMEOUT;
+    while vmm.metric("vugpu_decode_errors_total") < 1.0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+
+    // A spinning worker would count (and log) thousands.
+    let errors = vmm.metric("vugpu_decode_errors_total");
+    assert!(
+        (1.0..=2.0).contains(&errors),
+        "{errors} decode errors for one kick"
+    );
+    let lines = vmm
+        .daemon_log()
+        .lines()
+        .filter(|l| l.contains("ERROR") || l.contains("WARN"))
+        .count();
+    assert!(
+        lines < 20,
+        "{lines} error/warning lines for one broken ring"
+    );
+}

@@ -32,7 +32,9 @@ pub struct Figures {
     pub swapped_in_bytes: Option<u64>,
     /// Bytes verified after reuse.
     pub verified_bytes: Option<u64>,
-    /// Eviction throughput: evicted bytes over the pressure phase time.
+    /// Eviction throughput: evicted bytes over the fill + pressure phase
+    /// time (eviction starts as soon as the objects outgrow RAM during the
+    /// fill; with `--pressure-mib 0` there is no separate pressure phase).
     pub evict_mib_per_s: Option<f64>,
     /// Swap-in throughput: swapped-in bytes over the reuse/verify phase time.
     pub swap_in_mib_per_s: Option<f64>,
@@ -94,7 +96,11 @@ impl Figures {
             f.killed_by_signal = r.killed_by_signal();
             f.guest_detach_cmds = u("shrinker.detach_backing_cmds");
             f.guest_attach_cmds = u("shrinker.attach_backing_cmds");
-            f.evict_mib_per_s = throughput(f.evicted_bytes, u("phases_ms.pressure"));
+            let fill_pressure = match (u("phases_ms.fill"), u("phases_ms.pressure")) {
+                (Some(a), Some(b)) => Some(a.saturating_add(b)),
+                (a, b) => a.or(b),
+            };
+            f.evict_mib_per_s = throughput(f.evicted_bytes, fill_pressure);
             f.swap_in_mib_per_s = throughput(f.swapped_in_bytes, u("phases_ms.reuse_verify"));
             f.phases_ms = r.get("phases_ms").cloned();
         }
@@ -240,7 +246,7 @@ mod tests {
     fn test_figures_throughput_from_phase_time() {
         let report = json!({
             "shrinker": {"evicted_bytes": 100 * 1048576_u64, "swapped_in_bytes": 50 * 1048576_u64},
-            "phases_ms": {"pressure": 2000, "reuse_verify": 0}
+            "phases_ms": {"fill": 1500, "pressure": 500, "reuse_verify": 0}
         });
 
         let f = Figures::collect(Some(&report), None);

@@ -450,3 +450,78 @@ impl VhostUserBackend for GpuBackend {
         self.run_worker(device_event, vrings)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn backend(config: DeviceConfig) -> GpuBackend {
+        let mem = GuestMemoryAtomic::new(GuestMemoryMmap::<()>::new());
+        GpuBackend::new(config, Arc::new(Metrics::new()), mem).expect("backend")
+    }
+
+    #[test]
+    fn test_offered_features_without_blob_lacks_resource_blob() {
+        let features = offered_features(&DeviceConfig::default());
+
+        assert_eq!(features & (1 << VIRTIO_GPU_F_RESOURCE_BLOB), 0);
+        assert_ne!(features & (1 << VIRTIO_GPU_F_EDID), 0);
+        assert_ne!(features & (1 << VIRTIO_GPU_F_RESOURCE_UUID), 0);
+        assert_ne!(features & (1 << VIRTIO_F_VERSION_1), 0);
+        assert_ne!(features & (1 << VIRTIO_RING_F_EVENT_IDX), 0);
+    }
+
+    #[test]
+    fn test_offered_features_with_blob_has_resource_blob() {
+        let config = DeviceConfig {
+            blob: true,
+            ..DeviceConfig::default()
+        };
+
+        let features = offered_features(&config);
+
+        assert_ne!(features & (1 << VIRTIO_GPU_F_RESOURCE_BLOB), 0);
+    }
+
+    #[test]
+    fn test_get_config_reports_num_scanouts() {
+        let b = backend(DeviceConfig {
+            num_outputs: 3,
+            ..DeviceConfig::default()
+        });
+
+        let bytes = b.get_config(8, 4);
+
+        assert_eq!(bytes, 3u32.to_le_bytes());
+    }
+
+    #[test]
+    fn test_set_config_of_read_only_field_is_rejected() {
+        let b = backend(DeviceConfig::default());
+
+        let result = b.set_config(8, &7u32.to_le_bytes());
+
+        assert!(result.is_err());
+        assert_eq!(b.get_config(8, 4), 1u32.to_le_bytes());
+    }
+
+    #[test]
+    fn test_reset_device_posts_reset_and_clears_acked_features() {
+        let b = backend(DeviceConfig::default());
+        VhostUserBackend::acked_features(&b, 1 << VIRTIO_GPU_F_EDID);
+
+        b.reset_device();
+
+        assert_eq!(b.acked_features(), 0);
+        assert!(b.shared.mailbox.take().reset);
+        assert_eq!(b.wake_event().read().expect("wake posted"), 1);
+    }
+
+    #[test]
+    fn test_queues_per_thread_serves_both_queues_on_one_worker() {
+        let b = backend(DeviceConfig::default());
+
+        assert_eq!(b.queues_per_thread(), vec![0b11]);
+        assert!(b.exit_event(0).is_some());
+    }
+}

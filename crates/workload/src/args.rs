@@ -100,6 +100,10 @@ pub struct Args {
     /// Shrinker counter file (debugfs).
     #[arg(long, default_value = "/sys/kernel/debug/dri/0/virtio-gpu-shrinker")]
     pub shrinker_file: PathBuf,
+
+    /// Kernel log device watched for device error responses and warnings.
+    #[arg(long, default_value = "/dev/kmsg")]
+    pub kmsg: PathBuf,
 }
 
 /// How many objects to create.
@@ -167,6 +171,8 @@ pub struct Config {
     pub card: PathBuf,
     /// Shrinker counter file.
     pub shrinker_file: PathBuf,
+    /// Kernel log device.
+    pub kmsg: PathBuf,
 }
 
 impl TryFrom<Args> for Config {
@@ -217,6 +223,7 @@ impl TryFrom<Args> for Config {
             smoke: a.smoke,
             card: a.card,
             shrinker_file: a.shrinker_file,
+            kmsg: a.kmsg,
         })
     }
 }

@@ -8,7 +8,9 @@ use std::path::PathBuf;
 /// ## Errors
 /// - [`WorkloadError::BlobUnsupported`]: `--kind blob` on a device without blobs.
 /// - [`WorkloadError::Config`]: invalid command-line combination.
+/// - [`WorkloadError::DeviceErrors`]: the driver logged error responses from the device.
 /// - [`WorkloadError::DeviceIoctl`]: a device-level ioctl (version, getparam) failed.
+/// - [`WorkloadError::KernelWarnings`]: the kernel logged WARNING/BUG reports.
 /// - [`WorkloadError::MadviseProbe`]: probing MADVISE gave an unexpected errno.
 /// - [`WorkloadError::MadviseUnsupported`]: the run needs MADVISE, the kernel lacks it.
 /// - [`WorkloadError::Mismatch`]: object content differed after reuse.
@@ -17,6 +19,14 @@ use std::path::PathBuf;
 /// - [`WorkloadError::Pressure`]: the anonymous pressure allocation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum WorkloadError {
+    /// The device answered commands with error responses.
+    #[error("Device answered {count} commands with an error response (first: {first})")]
+    DeviceErrors {
+        /// Error responses logged by the driver.
+        count: u64,
+        /// The first logged line.
+        first: String,
+    },
     /// The device does not offer blob resources.
     #[error("Device does not offer blob resources (VIRTGPU_PARAM_RESOURCE_BLOB is 0)")]
     BlobUnsupported,
@@ -53,6 +63,14 @@ pub enum WorkloadError {
         objects: u64,
         /// Bad bytes in total.
         bytes: u64,
+    },
+    /// The kernel logged warnings or BUG reports during the run.
+    #[error("Kernel logged {count} WARNING/BUG reports (first: {first})")]
+    KernelWarnings {
+        /// Reports logged.
+        count: u64,
+        /// The first one.
+        first: String,
     },
     /// An ioctl or mmap on one object failed.
     #[error("{op} failed for object {object}")]

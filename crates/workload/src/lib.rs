@@ -60,6 +60,7 @@
 //! | `verified_bytes` | u64 | bytes compared in the reuse phase |
 //! | `mismatched_bytes` | u64 | bytes that differed |
 //! | `mismatched_objects` | u64 | objects with at least one differing byte |
+//! | `kernel_log` | object/null | from `/dev/kmsg` during the run: `device_errors` (virtio-gpu `*ERROR* response` lines), `warnings` (`WARNING:`/`BUG:`), `overruns`, `device_error_lines`, `warning_lines` (first 4 each); null if unreadable. Either count > 0 fails the run |
 //! | `failures` | [string] | per-object failures (first offsets, found/expected word), at most 16 |
 //! | `failures_dropped` | u64 | failures beyond the cap |
 //! | `error` | string/null | the error that ended or failed the run, with its cause chain |
@@ -104,6 +105,7 @@
 pub mod args;
 pub mod drm;
 pub mod error;
+pub mod kmsg;
 pub mod pattern;
 pub mod report;
 pub mod run;

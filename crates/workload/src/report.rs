@@ -46,6 +46,21 @@ pub struct DeviceParams {
     pub context_init: Option<bool>,
 }
 
+/// Kernel log findings during the run.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct KernelLogReport {
+    /// virtio-gpu error responses (`*ERROR* response 0x...`).
+    pub device_errors: u64,
+    /// `WARNING:` / `BUG:` reports.
+    pub warnings: u64,
+    /// Records lost to ring-buffer wrap.
+    pub overruns: u64,
+    /// First device error lines.
+    pub device_error_lines: Vec<String>,
+    /// First warning lines.
+    pub warning_lines: Vec<String>,
+}
+
 /// One run's report, printed as a single JSON line.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Report {
@@ -105,6 +120,8 @@ pub struct Report {
     pub mismatched_bytes: u64,
     /// Objects with at least one differing byte.
     pub mismatched_objects: u64,
+    /// Kernel log findings, `null` if `/dev/kmsg` could not be read.
+    pub kernel_log: Option<KernelLogReport>,
     /// Human-readable failures (at most [`MAX_FAILURES`]).
     pub failures: Vec<String>,
     /// Failures not listed because of the cap.

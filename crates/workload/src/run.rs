@@ -6,8 +6,9 @@ use std::time::{Duration, Instant};
 use crate::args::{Config, Kind, ROW_BYTES};
 use crate::drm::{self, Card};
 use crate::error::{chain_to_string, WorkloadError};
+use crate::kmsg::{KernelLog, KmsgWatch};
 use crate::pattern;
-use crate::report::{DeviceParams, Report};
+use crate::report::{DeviceParams, KernelLogReport, Report};
 use crate::sysinfo::{self, Counters};
 
 /// One buffer object the run created. Kept small: the run may hold thousands.
@@ -98,8 +99,26 @@ pub fn run(cfg: &Config) -> Report {
         ..Default::default()
     };
     let start = Snapshot::take(cfg);
+    let mut kmsg = KmsgWatch::start(&cfg.kmsg)
+        .inspect_err(|e| eprintln!("vugpu-workload: not watching {}: {e}", cfg.kmsg.display()))
+        .ok();
     let outcome = Workload::new(cfg, &mut report).and_then(|mut w| w.execute());
     let end = Snapshot::take(cfg);
+    let mut klog = KernelLog::default();
+    report.kernel_log = kmsg
+        .as_mut()
+        .and_then(|k| {
+            k.collect(&mut klog)
+                .inspect_err(|e| eprintln!("vugpu-workload: reading {}: {e}", cfg.kmsg.display()))
+                .ok()
+        })
+        .map(|()| KernelLogReport {
+            device_errors: klog.device_errors,
+            warnings: klog.warnings,
+            overruns: klog.overruns,
+            device_error_lines: klog.device_error_lines.clone(),
+            warning_lines: klog.warning_lines.clone(),
+        });
 
     report.vmstat = sysinfo::delta(&start.vmstat, &end.vmstat);
     report.shrinker = match (&start.shrinker, &end.shrinker) {
@@ -111,6 +130,14 @@ pub fn run(cfg: &Config) -> Report {
         Ok(()) if report.mismatched_bytes > 0 => Err(WorkloadError::Mismatch {
             objects: report.mismatched_objects,
             bytes: report.mismatched_bytes,
+        }),
+        Ok(()) if klog.device_errors > 0 => Err(WorkloadError::DeviceErrors {
+            count: klog.device_errors,
+            first: klog.device_error_lines.first().cloned().unwrap_or_default(),
+        }),
+        Ok(()) if klog.warnings > 0 => Err(WorkloadError::KernelWarnings {
+            count: klog.warnings,
+            first: klog.warning_lines.first().cloned().unwrap_or_default(),
         }),
         other => other,
     };
@@ -418,6 +445,7 @@ mod tests {
             smoke: false,
             card: PathBuf::from(card),
             shrinker_file: PathBuf::from("/nonexistent/shrinker"),
+            kmsg: PathBuf::from("/nonexistent/kmsg"),
         }
     }
 

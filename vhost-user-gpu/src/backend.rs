@@ -40,6 +40,17 @@
 //! (and releases host memory) even if the guest never kicks a queue again.
 //! The mailbox mutex is only ever held for a few instructions, so the
 //! frontend thread never waits for a command being processed.
+//!
+//! # Working around vhost-user-backend 0.24
+//!
+//! - A worker thread ends for good when `handle_event` returns an error, so
+//!   this backend only returns one when the device state cannot be created;
+//!   guest errors become error responses.
+//! - The library reads a vring's *current* kick eventfd for a queue event
+//!   that may have been queued for a previous one; an empty eventfd is an
+//!   error that ends the worker. See `prime_replaced_kicks`.
+//! - [`crate::start`] also watches the worker threads and disconnects with
+//!   an error if one ends anyway, instead of serving a deaf device.
 
 use std::cell::RefCell;
 use std::collections::HashMap;

@@ -6,7 +6,7 @@
 //! 1. the device-readable part is copied into a reusable buffer of
 //!    [`max_command_len`] bytes (a longer request is a decode error);
 //! 2. it is decoded into a [`GpuCommand`];
-//! 3. [`Device::dispatch`] calls one `handle_*` helper per command, which
+//! 3. `Device::dispatch` calls one `handle_*` helper per command, which
 //!    validates and calls [`GpuState`];
 //! 4. the response is encoded into the device-writable part.
 //!

@@ -155,7 +155,7 @@ impl Display {
 
     /// Sends the pixels of `rect` (x8r8g8b8, `rect.width * 4` bytes per
     /// row, rows packed) for `scanout_id`, split into messages of at most
-    /// [`MAX_UPDATE_PAYLOAD`] bytes.
+    /// `MAX_UPDATE_PAYLOAD` bytes.
     ///
     /// # Errors
     /// A [`DisplayError`] when a send fails.

@@ -49,6 +49,11 @@ done
 say "building vugpu-workload (release, static, $TRIPLE)"
 (
 	cd "$REPO_DIR"
+	# RUSTFLAGS would take precedence over the per-target flags below.
+	if [ -n "${RUSTFLAGS:-}${CARGO_ENCODED_RUSTFLAGS:-}" ]; then
+		say "ignoring RUSTFLAGS/CARGO_ENCODED_RUSTFLAGS for the static guest build"
+	fi
+	unset RUSTFLAGS CARGO_ENCODED_RUSTFLAGS
 	CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS="-C target-feature=+crt-static" \
 		cargo build --release -p vugpu-workload --target "$TRIPLE" >&2
 ) || die "cargo build failed"

@@ -333,3 +333,43 @@ fn test_get_vring_base_while_display_write_blocks_does_not_deadlock() {
     assert!(blocked, "the daemon never blocked on the display socket");
     assert!(base.is_ok(), "GET_VRING_BASE failed: {base:?}");
 }
+
+#[test]
+fn test_sigterm_while_display_write_blocks_exits_zero() {
+    let mut vmm = TestVmm::start(&["--width", "1280", "--height", "800"]);
+    let (w, h) = (1280u32, 800u32);
+    vmm.create_backed_2d(1, w, h, &[entry(DATA_BASE, w * h * 4)]);
+    vmm.ok(&wire::set_scanout(0, 1, Rect::new(0, 0, w, h)));
+    vmm.display_mark();
+    vmm.display.as_ref().expect("display").set_paused(true);
+    let flush = wire::resource_flush(1, Rect::new(0, 0, w, h));
+    vmm.write_guest(0x1_0000, &flush);
+    vmm.push_chain(
+        CTRL_Q,
+        &[
+            common::Desc {
+                addr: 0x1_0000,
+                len: flush.len() as u32,
+                write: false,
+            },
+            common::Desc {
+                addr: 0x8_0000,
+                len: 24,
+                write: true,
+            },
+        ],
+    );
+    vmm.kick(CTRL_Q);
+    let blocked = vmm.wait_daemon_blocked_in("sock_alloc_send_pskb");
+
+    // An orchestrator stopping a hung VM sends SIGTERM to the daemon.
+    let status = vmm.terminate_and_wait();
+
+    assert!(blocked, "the daemon never blocked on the display socket");
+    assert!(
+        status.success(),
+        "exit status {status}:\n{}",
+        vmm.daemon_log_tail()
+    );
+    assert!(!vmm.socket().exists(), "socket file left behind");
+}

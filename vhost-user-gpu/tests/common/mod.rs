@@ -275,6 +275,9 @@ impl Display {
 
 impl Drop for Display {
     fn drop(&mut self) {
+        // A paused thread waits on the condvar, not the socket: release it
+        // first or the join below never returns.
+        self.set_paused(false);
         let _ = self.sock.shutdown(std::net::Shutdown::Both);
         if let Some(t) = self.thread.take() {
             let _ = t.join();

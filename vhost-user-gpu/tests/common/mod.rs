@@ -628,6 +628,10 @@ impl TestVmm {
             protocol_features: VhostUserProtocolFeatures::empty(),
         };
         let stream = vmm.wait_for_socket();
+        // A backend that never replies must fail the test, not hang it.
+        stream
+            .set_read_timeout(Some(TIMEOUT))
+            .expect("SO_RCVTIMEO on the vhost-user socket");
         vmm.raw = Some(stream.try_clone().expect("clone vhost-user socket"));
         vmm.frontend = Some(Frontend::from_stream(stream, 2));
         vmm.negotiate(opts.event_idx);

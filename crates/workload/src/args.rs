@@ -11,6 +11,8 @@ use crate::error::WorkloadError;
 pub const MAX_OBJECT_MIB: u64 = 256;
 /// Largest accepted object count: keeps the tool's own bookkeeping small.
 pub const MAX_OBJECTS: u64 = 65_536;
+/// Largest accepted `--rounds`.
+pub const MAX_ROUNDS: u64 = 100;
 /// Object size used by `--smoke`.
 pub const SMOKE_OBJECT_BYTES: u64 = 64 * 1024;
 /// Default ratio of object bytes to guest RAM.
@@ -79,6 +81,11 @@ pub struct Args {
     /// the reuse phase.
     #[arg(long, default_value_t = 0)]
     pub pressure_mib: u64,
+
+    /// How many times the reuse + verify phase runs over all objects
+    /// (1..=100); later rounds re-use objects evicted again after a re-attach.
+    #[arg(long, default_value_t = 1)]
+    pub rounds: u64,
 
     /// Never call VIRTGPU_MADVISE (for kernels without the shrinker series).
     #[arg(long)]
@@ -161,6 +168,8 @@ pub struct Config {
     pub dontneed_every: u64,
     /// Anonymous pressure bytes.
     pub pressure_bytes: u64,
+    /// Reuse + verify rounds.
+    pub rounds: u64,
     /// Whether MADVISE may be used at all.
     pub use_madvise: bool,
     /// Scenario name for the report.
@@ -203,6 +212,12 @@ impl TryFrom<Args> for Config {
             }
             Sizing::RamRatio(r)
         };
+        if a.rounds == 0 || a.rounds > MAX_ROUNDS {
+            return Err(WorkloadError::Config(format!(
+                "--rounds {} outside 1..={MAX_ROUNDS}",
+                a.rounds
+            )));
+        }
         let pressure_bytes = a
             .pressure_mib
             .checked_mul(1 << 20)
@@ -218,6 +233,7 @@ impl TryFrom<Args> for Config {
             seed: a.seed,
             dontneed_every: if a.no_madvise { 0 } else { a.dontneed_every },
             pressure_bytes: if a.smoke { 0 } else { pressure_bytes },
+            rounds: if a.smoke { 1 } else { a.rounds },
             use_madvise: !a.no_madvise,
             scenario: a.scenario,
             smoke: a.smoke,
@@ -297,6 +313,15 @@ mod tests {
         assert_eq!(c.sizing, Sizing::Count(1));
         assert_eq!(c.object_bytes, SMOKE_OBJECT_BYTES);
         assert_eq!(c.pressure_bytes, 0);
+    }
+
+    #[test]
+    fn test_config_zero_rounds_is_rejected() {
+        let a = parse(&["--rounds", "0"]).unwrap();
+
+        let r = Config::try_from(a);
+
+        assert!(matches!(r, Err(WorkloadError::Config(_))));
     }
 
     #[test]

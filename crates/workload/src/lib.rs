@@ -14,7 +14,8 @@
 //! 3. **reuse + verify**: `MADVISE WILLNEED` the purgeable objects (purged ones
 //!    are counted and skipped), map every retained object, check every byte,
 //!    unmap, and send it to the device again (this makes a patched guest
-//!    re-attach evicted backing).
+//!    re-attach evicted backing). `--rounds N` repeats this phase, so objects
+//!    are evicted again after a re-attach and come back again.
 //!
 //! On an unpatched kernel the objects are pinned, so the run ends in an
 //! allocation failure (`ENOMEM` from `RESOURCE_CREATE`, reported) or in the OOM
@@ -51,15 +52,16 @@
 //! | `objects` | u64 | objects created |
 //! | `object_bytes_total` | u64 | bytes of the created objects |
 //! | `dontneed_every` | u64 | every Kth object was marked DONTNEED (0 = none) |
+//! | `rounds`, `rounds_done` | u64 | reuse + verify passes requested (`--rounds`, default 1) and completed |
 //! | `pressure_bytes` | u64 | anonymous bytes allocated and touched |
 //! | `phases_ms` | object | `create`, `fill`, `pressure`, `reuse_verify`: wall ms (create and fill are interleaved per object and summed separately) |
-//! | `transfers` | u64 | `TRANSFER_TO_HOST` ioctls issued (2 per retained 2D object) |
+//! | `transfers` | u64 | `TRANSFER_TO_HOST` ioctls issued (1 + rounds per retained 2D object) |
 //! | `shrinker` | object/null | delta over the run of every counter in `/sys/kernel/debug/dri/0/virtio-gpu-shrinker`; null if the file does not exist |
 //! | `vmstat` | object | delta of `pswpin`, `pswpout`, `oom_kill` from `/proc/vmstat` |
 //! | `madvise` | object | `dontneed` (marked), `purged` (WILLNEED returned retained=0), `retained` |
-//! | `verified_bytes` | u64 | bytes compared in the reuse phase |
+//! | `verified_bytes` | u64 | bytes compared in the reuse phase (all rounds) |
 //! | `mismatched_bytes` | u64 | bytes that differed |
-//! | `mismatched_objects` | u64 | objects with at least one differing byte |
+//! | `mismatched_objects` | u64 | objects with at least one differing byte (per round) |
 //! | `kernel_log` | object/null | from `/dev/kmsg` during the run: `device_errors` (virtio-gpu `*ERROR* response` lines), `warnings` (`WARNING:`/`BUG:`), `overruns`, `device_error_lines`, `warning_lines` (first 4 each); null if unreadable. Either count > 0 fails the run |
 //! | `failures` | [string] | per-object failures (first offsets, found/expected word), at most 16 |
 //! | `failures_dropped` | u64 | failures beyond the cap |

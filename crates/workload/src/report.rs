@@ -102,6 +102,10 @@ pub struct Report {
     pub object_bytes_total: u64,
     /// `--dontneed-every`.
     pub dontneed_every: u64,
+    /// `--rounds`: reuse + verify passes requested.
+    pub rounds: u64,
+    /// Reuse + verify passes completed.
+    pub rounds_done: u64,
     /// Anonymous pressure bytes allocated and touched.
     pub pressure_bytes: u64,
     /// Per-phase wall time.
@@ -118,7 +122,7 @@ pub struct Report {
     pub verified_bytes: u64,
     /// Bytes that differed from the expected content.
     pub mismatched_bytes: u64,
-    /// Objects with at least one differing byte.
+    /// Objects with at least one differing byte (counted once per round).
     pub mismatched_objects: u64,
     /// Kernel log findings, `null` if `/dev/kmsg` could not be read.
     pub kernel_log: Option<KernelLogReport>,

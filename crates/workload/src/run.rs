@@ -16,8 +16,10 @@ use crate::sysinfo::{self, Counters};
 struct Object {
     /// GEM handle.
     handle: u32,
-    /// Marked DONTNEED.
+    /// Marked DONTNEED and not yet WILLNEED again.
     dontneed: bool,
+    /// Found purged at WILLNEED: its content is gone, it is not used again.
+    purged: bool,
 }
 
 /// Geometry shared by every object of a run.
@@ -95,6 +97,7 @@ pub fn run(cfg: &Config) -> Report {
         seed: cfg.seed,
         object_bytes: cfg.object_bytes,
         dontneed_every: cfg.dontneed_every,
+        rounds: cfg.rounds,
         result: "fail",
         ..Default::default()
     };
@@ -261,7 +264,11 @@ impl<'a> Workload<'a> {
             })?;
             let dontneed =
                 self.report.dontneed_every > 0 && (index + 1) % self.report.dontneed_every == 0;
-            self.objects.push(Object { handle, dontneed });
+            self.objects.push(Object {
+                handle,
+                dontneed,
+                purged: false,
+            });
             self.report.objects += 1;
             self.report.object_bytes_total += self.geo.bytes;
 
@@ -335,34 +342,46 @@ impl<'a> Workload<'a> {
         r
     }
 
-    /// Phase 3: use every object again. Purgeable ones get WILLNEED first
-    /// (purged ones are counted and skipped); every retained object is
-    /// mapped, checked byte by byte, unmapped, and sent to the device again,
-    /// which makes the guest re-attach backing it evicted.
+    /// Phase 3, repeated `--rounds` times: use every object again.
+    /// Purgeable ones get WILLNEED first (purged ones are counted and never
+    /// used again); every retained object is mapped, checked byte by byte,
+    /// unmapped, and sent to the device again, which makes the guest
+    /// re-attach backing it evicted. Later rounds find objects evicted again
+    /// after a re-attach.
     fn reuse_and_verify(&mut self) -> Result<(), WorkloadError> {
         let t = Instant::now();
         let total = u64::try_from(self.objects.len()).unwrap_or(u64::MAX);
-        for (index, obj) in (0u64..).zip(self.objects.clone()) {
-            let r = self.reuse_one(index, obj);
-            self.report.phases_ms.reuse_verify = ms(t.elapsed());
-            r?;
-            progress("reuse+verify", index + 1, total);
+        for round in 1..=self.cfg.rounds {
+            for (index, slot) in (0u64..).zip(0..self.objects.len()) {
+                let mut obj = self.objects[slot];
+                let r = self.reuse_one(index, round, &mut obj);
+                self.objects[slot] = obj;
+                self.report.phases_ms.reuse_verify = ms(t.elapsed());
+                r?;
+                progress(&format!("reuse+verify round {round}"), index + 1, total);
+            }
+            self.report.rounds_done = round;
         }
         Ok(())
     }
 
-    fn reuse_one(&mut self, index: u64, obj: Object) -> Result<(), WorkloadError> {
+    fn reuse_one(&mut self, index: u64, round: u64, obj: &mut Object) -> Result<(), WorkloadError> {
         let err = |op, source| WorkloadError::ObjectIoctl {
             op,
             object: index,
             source,
         };
+        if obj.purged {
+            return Ok(());
+        }
         if obj.dontneed {
             let retained = self
                 .card
                 .madvise(obj.handle, drm::VIRTGPU_MADV_WILLNEED)
                 .map_err(|e| err("DRM_IOCTL_VIRTGPU_MADVISE(WILLNEED)", e))?;
+            obj.dontneed = false;
             if !retained {
+                obj.purged = true;
                 self.report.madvise.purged += 1;
                 return Ok(());
             }
@@ -384,7 +403,7 @@ impl<'a> Workload<'a> {
             self.report.mismatched_bytes += v.mismatched_bytes;
             let (found, expected) = v.first_word.unwrap_or_default();
             self.report.add_failure(format!(
-                "object {index}: {} bytes differ, first at offsets {:?} (word found {found:#018x}, expected {expected:#018x})",
+                "round {round} object {index}: {} bytes differ, first at offsets {:?} (word found {found:#018x}, expected {expected:#018x})",
                 v.mismatched_bytes, v.first_offsets
             ));
         }
@@ -440,6 +459,7 @@ mod tests {
             seed: 1,
             dontneed_every: 0,
             pressure_bytes: 0,
+            rounds: 1,
             use_madvise: false,
             scenario: "unit".into(),
             smoke: false,

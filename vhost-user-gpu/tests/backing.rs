@@ -501,3 +501,19 @@ fn test_shrinker_like_cycles_keep_every_resource_content_and_counts() {
     assert_eq!(vmm.metric("vugpu_fences_completed_total"), cycles);
     assert_eq!(vmm.metric("vugpu_refused_guest_accesses_total"), 0.0);
 }
+
+#[test]
+fn test_device_reset_zeroes_resource_and_backing_gauges() {
+    let mut vmm = start();
+    create_uploaded(&mut vmm, &pattern(1, BYTES));
+    vmm.create_backed_2d(2, W, H, &page_entries(SITE_B, 2));
+
+    vmm.reset();
+    // A command round trip: the worker applies the posted reset before it.
+    vmm.assert_alive();
+
+    assert_eq!(vmm.metric("vugpu_resources"), 0.0);
+    assert_eq!(vmm.metric("vugpu_attached_bytes"), 0.0);
+    assert_eq!(vmm.metric("vugpu_host_memory_bytes"), 0.0);
+    assert_eq!(vmm.metric("vugpu_resources_destroyed_total"), 2.0);
+}

@@ -16,6 +16,9 @@
 //!    unmap, and send it to the device again (this makes a patched guest
 //!    re-attach evicted backing). `--rounds N` repeats this phase, so objects
 //!    are evicted again after a re-attach and come back again.
+//! 4. **teardown**: close every object and wait for a fenced sync command
+//!    queued behind the unrefs, so the kernel log read at the end contains
+//!    every error response of the run.
 //!
 //! On an unpatched kernel the objects are pinned, so the run ends in an
 //! allocation failure (`ENOMEM` from `RESOURCE_CREATE`, reported) or in the OOM
@@ -54,7 +57,7 @@
 //! | `dontneed_every` | u64 | every Kth object was marked DONTNEED (0 = none) |
 //! | `rounds`, `rounds_done` | u64 | reuse + verify passes requested (`--rounds`, default 1) and completed |
 //! | `pressure_bytes` | u64 | anonymous bytes allocated and touched |
-//! | `phases_ms` | object | `create`, `fill`, `pressure`, `reuse_verify`: wall ms (create and fill are interleaved per object and summed separately) |
+//! | `phases_ms` | object | `create`, `fill`, `pressure`, `reuse_verify`, `teardown`: wall ms (create and fill are interleaved per object and summed separately) |
 //! | `transfers` | u64 | `TRANSFER_TO_HOST` ioctls issued (1 + rounds per retained 2D object) |
 //! | `shrinker` | object/null | delta over the run of every counter in `/sys/kernel/debug/dri/0/virtio-gpu-shrinker`; null if the file does not exist |
 //! | `vmstat` | object | delta of `pswpin`, `pswpout`, `oom_kill` from `/proc/vmstat` |

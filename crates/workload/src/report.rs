@@ -20,6 +20,8 @@ pub struct PhasesMs {
     pub pressure: u64,
     /// MADVISE WILLNEED + map + verify + unmap + transfer + wait of every object.
     pub reuse_verify: u64,
+    /// GEM_CLOSE of every object plus one fenced sync command.
+    pub teardown: u64,
 }
 
 /// MADVISE outcome counters.

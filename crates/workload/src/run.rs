@@ -233,7 +233,41 @@ impl<'a> Workload<'a> {
     fn execute(&mut self) -> Result<(), WorkloadError> {
         self.create_and_fill()?;
         self.pressure()?;
-        self.reuse_and_verify()
+        self.reuse_and_verify()?;
+        self.teardown()
+    }
+
+    /// Phase 4: close every object, then wait for a fenced command queued
+    /// after the resulting RESOURCE_UNREFs (and the last unfenced 2D
+    /// transfers): the control queue completes in order, so once that fence
+    /// signals the driver has logged any error response of the run.
+    fn teardown(&mut self) -> Result<(), WorkloadError> {
+        let t = Instant::now();
+        for (index, obj) in (0u64..).zip(std::mem::take(&mut self.objects)) {
+            self.card
+                .gem_close(obj.handle)
+                .map_err(|source| WorkloadError::ObjectIoctl {
+                    op: "DRM_IOCTL_GEM_CLOSE",
+                    object: index,
+                    source,
+                })?;
+        }
+        let sync_err = |op, source| WorkloadError::DeviceIoctl { op, source };
+        // One page: 1024 x 1 pixels of B8G8R8X8.
+        let (handle, _) = self
+            .card
+            .resource_create_2d(self.geo.width, 1)
+            .map_err(|e| sync_err("DRM_IOCTL_VIRTGPU_RESOURCE_CREATE (sync)", e))?;
+        let waited = self
+            .card
+            .wait(handle)
+            .map_err(|e| sync_err("DRM_IOCTL_VIRTGPU_WAIT (sync)", e));
+        let closed = self
+            .card
+            .gem_close(handle)
+            .map_err(|e| sync_err("DRM_IOCTL_GEM_CLOSE (sync)", e));
+        self.report.phases_ms.teardown = ms(t.elapsed());
+        waited.and(closed)
     }
 
     /// Phase 1: create each object, fill it through a mapping, send it to the

@@ -36,6 +36,11 @@ step() {
 	if [ "$rc" -eq 0 ]; then
 		STEP_RESULTS+=("ok")
 		say "<== $name: ok (${secs} s)"
+	elif [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then
+		# coreutils timeout: 124 after SIGTERM, 137 after the SIGKILL.
+		STEP_RESULTS+=("TIMED OUT (exit $rc)")
+		STEP_FAILED=1
+		say "<== $name: TIMED OUT, exit status $rc (${secs} s)"
 	else
 		STEP_RESULTS+=("FAILED (exit $rc)")
 		STEP_FAILED=1

@@ -37,25 +37,28 @@ done
 TARGET_DIR=${CARGO_TARGET_DIR:-$REPO_DIR/target}
 RUN_DIR=${VUGPU_RUN_DIR:-$REPO_DIR/target/vugpu-runs/$(date -u +%Y%m%d-%H%M%S)}
 
+# Builds get generous deadlines (coreutils timeout); the runner owns the
+# deadlines of the guest runs.
+T="timeout -k 30"
 if [ "${VUGPU_SKIP_DEPS:-0}" != 1 ]; then
-	step "install dependencies" ci/install-deps.sh || die "installing dependencies failed"
+	step "install dependencies" $T 900 ci/install-deps.sh || die "installing dependencies failed"
 fi
-step "cargo build --release" cargo build --release -p vhost-user-gpu -p vugpu-vm-runner ||
+step "cargo build --release" $T 1200 cargo build --release -p vhost-user-gpu -p vugpu-vm-runner ||
 	die "cargo build failed"
 KERNEL=""
-step "guest kernel (patched)" build_artifact KERNEL ci/build-guest-kernel.sh ||
+step "guest kernel (patched)" build_artifact KERNEL $T 1500 ci/build-guest-kernel.sh ||
 	die "guest kernel build failed"
 UNPATCHED_ARGS=()
 case " ${SCENARIOS[*]} " in
 *" baseline "* | *" all "*)
 	UNPATCHED=""
-	step "guest kernel (unpatched)" build_artifact UNPATCHED ci/build-guest-kernel.sh --unpatched ||
+	step "guest kernel (unpatched)" build_artifact UNPATCHED $T 1500 ci/build-guest-kernel.sh --unpatched ||
 		die "unpatched guest kernel build failed"
 	UNPATCHED_ARGS=(--unpatched-kernel "$UNPATCHED")
 	;;
 esac
 INITRD=""
-step "initramfs" build_artifact INITRD ci/build-initramfs.sh --skip-deps || die "initramfs build failed"
+step "initramfs" build_artifact INITRD $T 900 ci/build-initramfs.sh --skip-deps || die "initramfs build failed"
 
 rc=0
 step "vugpu-vm run ${SCENARIOS[*]}" run "$TARGET_DIR/release/vugpu-vm" run "${SCENARIOS[@]}" \

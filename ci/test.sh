@@ -41,26 +41,40 @@ JOBS=${VUGPU_KERNEL_JOBS:-$(nproc)}
 TARGET_DIR=${CARGO_TARGET_DIR:-$REPO_DIR/target}
 START=$(date +%s)
 
+# Every step has a deadline (coreutils timeout, SIGTERM then SIGKILL 30 s
+# later, to the step's whole process group): a hung test or build fails its
+# step instead of hanging CI. Budgets are for a cold 2-core machine.
+T="timeout -k 30"
+
 if [ "${VUGPU_SKIP_DEPS:-0}" != 1 ]; then
-	step "install dependencies" ci/install-deps.sh || :
+	step "install dependencies" $T 900 ci/install-deps.sh || :
 fi
 
-step "cargo fmt --check" cargo fmt --all -- --check || :
-step "cargo clippy -D warnings" cargo clippy --workspace --all-targets -- -D warnings || :
-step "cargo test --workspace" cargo test --workspace || :
+step "cargo fmt --check" $T 300 cargo fmt --all -- --check || :
+step "cargo clippy -D warnings" $T 1200 cargo clippy --workspace --all-targets -- -D warnings || :
+step "cargo test --workspace" $T 1200 cargo test --workspace || :
 
 BUILD_OK=1
-step "cargo build --release" cargo build --release -p vhost-user-gpu -p vugpu-vm-runner || BUILD_OK=0
+step "cargo build --release" $T 1200 cargo build --release -p vhost-user-gpu -p vugpu-vm-runner ||
+	BUILD_OK=0
 
 KERNEL="" UNPATCHED=""
-step "guest kernel (patched)" build_artifact KERNEL ci/build-guest-kernel.sh --jobs "$JOBS" || BUILD_OK=0
-step "guest kernel (unpatched)" build_artifact UNPATCHED ci/build-guest-kernel.sh --unpatched --jobs "$JOBS" || BUILD_OK=0
+step "guest kernel (patched)" build_artifact KERNEL \
+	$T 1500 ci/build-guest-kernel.sh --jobs "$JOBS" || BUILD_OK=0
+step "guest kernel (unpatched)" build_artifact UNPATCHED \
+	$T 1500 ci/build-guest-kernel.sh --unpatched --jobs "$JOBS" || BUILD_OK=0
 INITRD=""
-step "initramfs" build_artifact INITRD ci/build-initramfs.sh --skip-deps || BUILD_OK=0
+step "initramfs" build_artifact INITRD $T 900 ci/build-initramfs.sh --skip-deps || BUILD_OK=0
 
 if [ "$BUILD_OK" = 1 ]; then
-	# shellcheck disable=SC2086 # the scenario list is split on purpose
-	step "guest scenarios ($SCENARIOS)" run "$TARGET_DIR/release/vugpu-vm" run $SCENARIOS \
+	# The runner owns the per-scenario deadlines; this outer one only
+	# catches a runner bug.
+	set -f
+	# shellcheck disable=SC2206 # the scenario list is split on purpose
+	LIST=($SCENARIOS)
+	set +f
+	OUTER=$((${#LIST[@]} * (TIMEOUT + 120) + 120))
+	step "guest scenarios ($SCENARIOS)" run $T "$OUTER" "$TARGET_DIR/release/vugpu-vm" run "${LIST[@]}" \
 		--kernel "$KERNEL" --unpatched-kernel "$UNPATCHED" --initrd "$INITRD" \
 		--daemon "$TARGET_DIR/release/vhost-user-gpu" --accel "$ACCEL" \
 		--timeout-secs "$TIMEOUT" --run-dir "$RUN_DIR" || :

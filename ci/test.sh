@@ -51,8 +51,8 @@ if [ "${VUGPU_SKIP_DEPS:-0}" != 1 ]; then
 fi
 
 step "cargo fmt --check" $T 300 cargo fmt --all -- --check || :
-step "cargo clippy -D warnings" $T 1200 cargo clippy --workspace --all-targets -- -D warnings || :
-step "cargo test --workspace" $T 1200 cargo test --workspace || :
+step "cargo clippy -D warnings" $T 900 cargo clippy --workspace --all-targets -- -D warnings || :
+step "cargo test --workspace" $T 600 cargo test --workspace || :
 
 BUILD_OK=1
 step "cargo build --release" $T 1200 cargo build --release -p vhost-user-gpu -p vugpu-vm-runner ||

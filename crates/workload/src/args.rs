@@ -87,6 +87,11 @@ pub struct Args {
     #[arg(long, default_value_t = 1)]
     pub rounds: u64,
 
+    /// Negative control: corrupt one byte of object I right after filling
+    /// it, so the run must fail with a mismatch in that object.
+    #[arg(long, value_name = "I")]
+    pub inject_corruption: Option<u64>,
+
     /// Never call VIRTGPU_MADVISE (for kernels without the shrinker series).
     #[arg(long)]
     pub no_madvise: bool,
@@ -170,6 +175,8 @@ pub struct Config {
     pub pressure_bytes: u64,
     /// Reuse + verify rounds.
     pub rounds: u64,
+    /// Object to corrupt after filling (negative control).
+    pub inject_corruption: Option<u64>,
     /// Whether MADVISE may be used at all.
     pub use_madvise: bool,
     /// Scenario name for the report.
@@ -234,6 +241,7 @@ impl TryFrom<Args> for Config {
             dontneed_every: if a.no_madvise { 0 } else { a.dontneed_every },
             pressure_bytes: if a.smoke { 0 } else { pressure_bytes },
             rounds: if a.smoke { 1 } else { a.rounds },
+            inject_corruption: a.inject_corruption,
             use_madvise: !a.no_madvise,
             scenario: a.scenario,
             smoke: a.smoke,

@@ -20,6 +20,10 @@
 //!    queued behind the unrefs, so the kernel log read at the end contains
 //!    every error response of the run.
 //!
+//! `--inject-corruption I` is a negative control: it flips one byte of object
+//! `I` right after filling it, and the run must then fail with a mismatch at
+//! that offset (checked in a guest: `Content mismatch: 1 bytes in 1 objects`).
+//!
 //! On an unpatched kernel the objects are pinned, so the run ends in an
 //! allocation failure (`ENOMEM` from `RESOURCE_CREATE`, reported) or in the OOM
 //! killer (reported by `/init`). `--smoke` only opens the card, queries

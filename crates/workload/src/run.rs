@@ -330,7 +330,17 @@ impl<'a> Workload<'a> {
             .card
             .mmap(offset, self.geo.len)
             .map_err(|e| err("mmap", e))?;
-        pattern::fill(map.words_mut(), self.cfg.seed, index);
+        let words = map.words_mut();
+        pattern::fill(words, self.cfg.seed, index);
+        if self.cfg.inject_corruption == Some(index) {
+            // Negative control: one wrong byte in the middle of the object
+            // that the reuse phase must find.
+            let mid = words.len() / 2;
+            if let Some(w) = words.get_mut(mid) {
+                *w ^= 0xff;
+            }
+            eprintln!("vugpu-workload: injected a corrupt byte into object {index}");
+        }
         self.send_to_device(index, handle)?;
         drop(map);
         if dontneed {
@@ -494,6 +504,7 @@ mod tests {
             dontneed_every: 0,
             pressure_bytes: 0,
             rounds: 1,
+            inject_corruption: None,
             use_madvise: false,
             scenario: "unit".into(),
             smoke: false,

@@ -427,6 +427,14 @@ fn check_host_matches_guest(c: &mut Checks, r: Report<'_>, m: &Metrics) {
     c.require(refused == Some(0.0), || {
         format!("vugpu_refused_guest_accesses_total = {refused:?}, expected 0")
     });
+    for (name, what) in [
+        ("vugpu_command_errors_total", "error responses"),
+        ("vugpu_decode_errors_total", "malformed descriptor chains"),
+    ] {
+        if let Some(n) = m.sum(name).filter(|&n| n > 0.0) {
+            c.note(format!("host sent/saw {n} {what} ({name})"));
+        }
+    }
     let host_detach = m.value("vugpu_detach_backing_total");
     let host_attach = m.value("vugpu_attach_backing_total");
     let guest_detach = c.take(r.u64("shrinker.detach_backing_cmds"));

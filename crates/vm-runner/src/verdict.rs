@@ -413,6 +413,14 @@ fn check_shrinker_evicted(c: &mut Checks, r: Report<'_>) {
     if let Some(n) = c.take(r.u64("shrinker.swapped_in_objects")) {
         c.require(n > 0, || "no evicted object was swapped back in".to_owned());
     }
+    // Evicted pages must really have gone through the swap device.
+    let out = c.take(r.u64("vmstat.pswpout"));
+    let back = c.take(r.u64("vmstat.pswpin"));
+    if let (Some(out), Some(back)) = (out, back) {
+        c.require(out > 0 && back > 0, || {
+            format!("no swap traffic (pswpout {out}, pswpin {back}): eviction never reached swap")
+        });
+    }
 }
 
 /// Host DETACH/ATTACH counts must match what the guest says it sent, and
@@ -567,6 +575,16 @@ mod tests {
         let v = evict(&evidence(&s, &r, &m), PressureKind::TwoD);
 
         assert_eq!(v.failures, vec!["shrinker evicted no object".to_owned()]);
+    }
+
+    #[test]
+    fn test_evict_without_swap_traffic_fails() {
+        let (s, mut r, m) = (pass(), evict_report(), host_metrics(50, 147, 97));
+        r["vmstat"]["pswpout"] = json!(0);
+
+        let v = evict(&evidence(&s, &r, &m), PressureKind::TwoD);
+
+        assert_eq!(v.failures.len(), 1, "{:?}", v.failures);
     }
 
     #[test]

@@ -52,6 +52,14 @@ pub struct Figures {
     pub host_attach: Option<u64>,
     /// Host-side refused guest-memory accesses.
     pub host_refused_accesses: Option<u64>,
+    /// Host bytes ever attached as backing.
+    pub host_attached_bytes_total: Option<u64>,
+    /// Host bytes detached.
+    pub host_detached_bytes_total: Option<u64>,
+    /// Host resources created.
+    pub host_resources_created: Option<u64>,
+    /// Host fences completed.
+    pub host_fences_completed: Option<u64>,
     /// Host error responses of every kind.
     pub host_command_errors: Option<u64>,
     /// Host resources destroyed.
@@ -108,6 +116,10 @@ impl Figures {
         f.host_attach = count(metrics, "vugpu_attach_backing_total");
         f.host_refused_accesses = count(metrics, "vugpu_refused_guest_accesses_total");
         f.host_resources_destroyed = count(metrics, "vugpu_resources_destroyed_total");
+        f.host_attached_bytes_total = count(metrics, "vugpu_attached_bytes_total");
+        f.host_detached_bytes_total = count(metrics, "vugpu_detached_bytes_total");
+        f.host_resources_created = count(metrics, "vugpu_resources_created_total");
+        f.host_fences_completed = count(metrics, "vugpu_fences_completed_total");
         f.host_command_errors = metrics
             .and_then(|m| m.sum("vugpu_command_errors_total"))
             .map(|v| v as u64);
@@ -222,6 +234,24 @@ impl Summary {
             );
         }
         for s in &self.scenarios {
+            let f = &s.figures;
+            if f.host_attach.is_some() {
+                let _ = writeln!(
+                    out,
+                    "  {} host: attach {} ({} MiB), detach {} ({} MiB), resources {} created / {} destroyed, \
+                     fences {}, error responses {}, refused accesses {}",
+                    s.scenario,
+                    num(f.host_attach),
+                    mib(f.host_attached_bytes_total),
+                    num(f.host_detach),
+                    mib(f.host_detached_bytes_total),
+                    num(f.host_resources_created),
+                    num(f.host_resources_destroyed),
+                    num(f.host_fences_completed),
+                    num(f.host_command_errors),
+                    num(f.host_refused_accesses),
+                );
+            }
             for fail in &s.verdict.failures {
                 let _ = writeln!(out, "  {} FAIL: {fail}", s.scenario);
             }

@@ -57,7 +57,8 @@ use std::collections::HashMap;
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::Duration;
 
 use log::{debug, error, info, warn};
 use vhost::vhost_user::message::{VhostUserProtocolFeatures, VhostUserVirtioFeatures};
@@ -91,6 +92,9 @@ pub const MAX_QUEUE_SIZE: usize = 1024;
 /// library: the queues, then its exit/enable event).
 pub const WAKE_EVENT: u16 = NUM_QUEUES as u16 + 1;
 
+/// Longest wait in `stop_vring` for the request being served to complete.
+const STOP_VRING_TIMEOUT: Duration = Duration::from_millis(500);
+
 /// Guest memory as vhost-user-backend provides it.
 pub type GuestMemory = GuestMemoryAtomic<GuestMemoryMmap<()>>;
 
@@ -110,6 +114,10 @@ pub struct Pending {
 pub struct Mailbox {
     pending: Mutex<Pending>,
     acked_features: AtomicU64,
+    /// Per queue: a popped chain has not been returned to the used ring yet.
+    in_flight: Mutex<[bool; NUM_QUEUES]>,
+    /// Signalled when an in-flight chain completes.
+    idle: Condvar,
 }
 
 impl Mailbox {
@@ -131,6 +139,32 @@ impl Mailbox {
     /// Records the features acknowledged by the driver.
     pub fn set_acked_features(&self, features: u64) {
         self.acked_features.store(features, Ordering::Release);
+    }
+
+    /// Marks whether a chain popped from `queue` is being served. The
+    /// worker sets it while it still holds the vring lock it popped under,
+    /// so a frontend that marked the ring not ready and then waits in
+    /// [`Mailbox::wait_idle`] cannot miss a chain.
+    pub fn set_in_flight(&self, queue: usize, busy: bool) {
+        if let Some(slot) = lock(&self.in_flight).get_mut(queue) {
+            *slot = busy;
+        }
+        if !busy {
+            self.idle.notify_all();
+        }
+    }
+
+    /// Waits up to `timeout` until no chain of `queue` is being served;
+    /// returns false on timeout.
+    pub fn wait_idle(&self, queue: usize, timeout: Duration) -> bool {
+        let guard = lock(&self.in_flight);
+        let (guard, _) = self
+            .idle
+            .wait_timeout_while(guard, timeout, |busy| {
+                busy.get(queue).copied().unwrap_or(false)
+            })
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        !guard.get(queue).copied().unwrap_or(false)
     }
 }
 
@@ -383,6 +417,21 @@ impl VhostUserBackend for GpuBackend {
         self.post(|p| p.reset = true);
     }
 
+    fn stop_vring(&self, queue_index: u32) -> io::Result<()> {
+        // The ring is already marked not ready, so no new chain is popped;
+        // wait for the one being served so that the used index the frontend
+        // reads next includes it. Bounded: the worker may be blocked on the
+        // display socket, which QEMU serves from the thread now waiting for
+        // this GET_VRING_BASE reply.
+        let queue = usize::try_from(queue_index).unwrap_or(usize::MAX);
+        if !self.shared.mailbox.wait_idle(queue, STOP_VRING_TIMEOUT) {
+            warn!(
+                "vhost-user-gpu: queue {queue_index} still serving a request after {STOP_VRING_TIMEOUT:?}; stopping anyway"
+            );
+        }
+        Ok(())
+    }
+
     fn set_event_idx(&self, enabled: bool) {
         self.shared.event_idx.store(enabled, Ordering::Release);
     }
@@ -526,6 +575,33 @@ mod tests {
         assert_eq!(b.acked_features(), 0);
         assert!(b.shared.mailbox.take().reset);
         assert_eq!(b.wake_event().read().expect("wake posted"), 1);
+    }
+
+    #[test]
+    fn test_mailbox_wait_idle_times_out_while_a_chain_is_in_flight() {
+        let mailbox = Mailbox::default();
+        mailbox.set_in_flight(0, true);
+
+        let idle = mailbox.wait_idle(0, Duration::from_millis(10));
+
+        assert!(!idle);
+        assert!(mailbox.wait_idle(1, Duration::from_millis(10)));
+    }
+
+    #[test]
+    fn test_mailbox_wait_idle_returns_when_the_chain_completes() {
+        let mailbox = Arc::new(Mailbox::default());
+        mailbox.set_in_flight(0, true);
+        let worker = Arc::clone(&mailbox);
+        let done = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            worker.set_in_flight(0, false);
+        });
+
+        let idle = mailbox.wait_idle(0, Duration::from_secs(5));
+
+        assert!(idle);
+        done.join().expect("worker thread");
     }
 
     #[test]

@@ -72,6 +72,16 @@ pub enum QueueKind {
     Cursor,
 }
 
+impl QueueKind {
+    /// The virtqueue index.
+    pub fn index(self) -> usize {
+        match self {
+            Self::Control => 0,
+            Self::Cursor => 1,
+        }
+    }
+}
+
 /// Why a command failed. The guest sees only [`CommandError::code`]; the
 /// rest is for the host log.
 #[derive(Debug, thiserror::Error)]
@@ -291,6 +301,7 @@ impl Device {
     /// Drops every resource (device reset).
     pub fn reset(&mut self) {
         let attached = self.state.attached_bytes();
+        let dropped = self.state.resource_count();
         let shown: Vec<u32> = (0..self.config.num_outputs)
             .filter(|&s| self.state.scanout_resource(s).is_some())
             .collect();
@@ -298,6 +309,9 @@ impl Device {
             error!("vhost-user-gpu: device reset: {}", error_chain(&e));
         }
         self.metrics.backing_released(attached);
+        for _ in 0..dropped {
+            self.metrics.resource_destroyed();
+        }
         self.update_gauges();
         // QEMU closes the display socket when it stops the device and sends
         // a new one on restart, so a failure here is expected: drop the old
@@ -413,10 +427,14 @@ impl Device {
                     log::trace!("vhost-user-gpu: {kind:?} queue not enabled or not ready");
                     return Drained::Stopped;
                 }
-                state
+                let next = state
                     .get_queue_mut()
                     .iter(mem.clone())
-                    .map(|mut chains| chains.next())
+                    .map(|mut chains| chains.next());
+                if matches!(next, Ok(Some(_))) {
+                    self.mailbox.set_in_flight(kind.index(), true);
+                }
+                next
             };
             let chain = match next {
                 Ok(Some(chain)) => chain,
@@ -433,7 +451,9 @@ impl Device {
             let dequeued = Instant::now();
             let head = chain.head_index();
             let used_len = self.process_chain(chain, &mem, kind, dequeued);
-            if let Err(e) = vring.add_used(head, used_len) {
+            let added = vring.add_used(head, used_len);
+            self.mailbox.set_in_flight(kind.index(), false);
+            if let Err(e) = added {
                 guest_warn!(
                     self.warn_limiter,
                     "vhost-user-gpu: adding descriptor {head} to the used ring: {e}"

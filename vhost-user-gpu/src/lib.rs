@@ -30,6 +30,7 @@ use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
+use std::time::{Duration, Instant};
 
 use log::{error, info, warn};
 use vhost::vhost_user::{Error as VhostUserError, Listener};
@@ -44,6 +45,8 @@ pub use crate::backend::GpuBackend;
 pub use crate::config::{ConfigError, DeviceConfig, GpuConfig};
 use crate::signals::{wait_readable, wait_readable_timeout, ExitSignals, Ready};
 
+/// Longest wait for the vring worker threads to end at exit.
+const WORKER_EXIT_TIMEOUT: Duration = Duration::from_secs(2);
 /// How often the watcher thread checks that the vring workers are alive.
 const WATCH_INTERVAL_MS: i32 = 1000;
 
@@ -152,15 +155,45 @@ pub fn start(config: GpuConfig) -> Result<(), StartError> {
 
     let result = serve_one(&mut daemon, &mut listener, &signals);
     backend.notify_exit();
-    for handler in daemon.get_epoll_handlers() {
+    let workers = daemon.get_epoll_handlers();
+    for handler in &workers {
         handler.send_exit_event();
     }
-    drop(daemon);
+    // Dropping the daemon joins the worker threads. A worker blocked in a
+    // write to a display socket nobody reads any more would make that wait
+    // forever, so give the workers a bounded time to finish and otherwise
+    // leave them to the process exit.
+    if wait_for_workers(&workers, WORKER_EXIT_TIMEOUT) {
+        drop(workers);
+        drop(daemon);
+    } else {
+        warn!(
+            "vhost-user-gpu: a worker is still busy after {WORKER_EXIT_TIMEOUT:?} \
+             (display socket stalled?); exiting without waiting for it"
+        );
+        std::mem::forget(workers);
+        std::mem::forget(daemon);
+    }
     drop(listener);
     // Listener removes the file it created; make sure even if it did not.
     let _ = std::fs::remove_file(&config.socket_path);
     info!("vhost-user-gpu: exiting");
     result
+}
+
+/// Waits up to `timeout` until every worker thread has ended (each
+/// handler is then referenced only by the daemon and by `workers`).
+fn wait_for_workers<T>(workers: &[Arc<T>], timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if workers.iter().all(|w| Arc::strong_count(w) <= 2) {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
 }
 
 /// Accepts one connection and serves it until disconnect or a signal.

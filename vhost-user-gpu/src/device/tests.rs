@@ -407,6 +407,7 @@ fn test_reset_drops_resources_and_attached_bytes() {
     let m = f.metrics.snapshot();
     assert_eq!(m.attached_bytes, 0);
     assert_eq!(m.resources, 0);
+    assert_eq!(m.resources_destroyed_total, 1);
 }
 
 #[test]

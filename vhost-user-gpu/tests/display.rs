@@ -373,3 +373,93 @@ fn test_sigterm_while_display_write_blocks_exits_zero() {
     );
     assert!(!vmm.socket().exists(), "socket file left behind");
 }
+
+#[test]
+fn test_scanout_blob_with_offset_and_padded_stride_shows_right_pixels() {
+    let mut vmm = TestVmm::start(&["--blob"]);
+    // Two-page blob; the 16x16 plane starts at 4096 with a 128-byte stride
+    // (64 bytes of pixels and 64 bytes of padding per row).
+    let blob = pattern(51, 2 * PAGE as usize);
+    vmm.write_guest(DATA_BASE, &blob);
+    vmm.ok(&wire::resource_create_blob(
+        1,
+        wire::BLOB_MEM_GUEST,
+        wire::BLOB_FLAG_USE_SHAREABLE,
+        2 * PAGE,
+        &page_entries(DATA_BASE, 2),
+    ));
+    vmm.ok(&wire::set_scanout_blob_at(
+        0,
+        1,
+        Rect::new(0, 0, 16, 16),
+        (16, 16, wire::FORMAT_B8G8R8X8_UNORM, 128),
+        PAGE as u32,
+    ));
+    let from = vmm.display_mark();
+
+    vmm.ok(&wire::resource_flush(1, Rect::new(0, 0, 16, 16)));
+    vmm.display_mark();
+
+    let mut expected = Vec::new();
+    for row in 0..16 {
+        let start = PAGE as usize + row * 128;
+        expected.extend_from_slice(&blob[start..start + 64]);
+    }
+    let updates = updates_until(&vmm, from, |m| matches!(m, DisplayMsg::CursorPos { .. }));
+    assert!(!updates.is_empty(), "no UPDATE for the flush");
+    assert_eq!(compose(&updates, 16, 16), expected);
+}
+
+#[test]
+fn test_scanout_blob_offset_past_blob_end_returns_invalid_parameter() {
+    let mut vmm = TestVmm::start(&["--blob"]);
+    vmm.ok(&wire::resource_create_blob(
+        1,
+        wire::BLOB_MEM_GUEST,
+        wire::BLOB_FLAG_USE_SHAREABLE,
+        PAGE,
+        &page_entries(DATA_BASE, 1),
+    ));
+
+    // 16 rows of 64 bytes from offset 4000 run past the 4096-byte blob.
+    let resp = vmm.ctrl(&wire::set_scanout_blob_at(
+        0,
+        1,
+        Rect::new(0, 0, 16, 16),
+        (16, 16, wire::FORMAT_B8G8R8X8_UNORM, 64),
+        4000,
+    ));
+
+    assert_eq!(resp.type_(), wire::RESP_ERR_INVALID_PARAMETER);
+    vmm.assert_alive();
+}
+
+#[test]
+fn test_scanout_blob_over_scattered_entries_gathers_in_entry_order() {
+    let mut vmm = TestVmm::start(&["--blob"]);
+    // Blob byte 0..4096 lives at page B, 4096..8192 at page A (A < B).
+    let (a, b) = (DATA_BASE, DATA_BASE + 0x10_0000);
+    let blob = pattern(61, 2 * PAGE as usize);
+    vmm.write_guest(b, &blob[..PAGE as usize]);
+    vmm.write_guest(a, &blob[PAGE as usize..]);
+    vmm.ok(&wire::resource_create_blob(
+        1,
+        wire::BLOB_MEM_GUEST,
+        wire::BLOB_FLAG_USE_SHAREABLE,
+        2 * PAGE,
+        &[entry(b, PAGE as u32), entry(a, PAGE as u32)],
+    ));
+    vmm.ok(&wire::set_scanout_blob(
+        0,
+        1,
+        Rect::new(0, 0, 32, 64),
+        (32, 64, wire::FORMAT_B8G8R8X8_UNORM, 128),
+    ));
+    let from = vmm.display_mark();
+
+    vmm.ok(&wire::resource_flush(1, Rect::new(0, 0, 32, 64)));
+    vmm.display_mark();
+
+    let updates = updates_until(&vmm, from, |m| matches!(m, DisplayMsg::CursorPos { .. }));
+    assert_eq!(compose(&updates, 32, 64), blob);
+}

@@ -336,6 +336,20 @@ pub fn set_scanout_blob(
         .done()
 }
 
+/// Like [`set_scanout_blob`] with plane 0 starting `offset` bytes into the
+/// blob (`offsets[0]`, byte 80 of the struct).
+pub fn set_scanout_blob_at(
+    scanout_id: u32,
+    resource_id: u32,
+    r: Rect,
+    layout: (u32, u32, u32, u32),
+    offset: u32,
+) -> Vec<u8> {
+    let mut req = set_scanout_blob(scanout_id, resource_id, r, layout);
+    req[80..84].copy_from_slice(&offset.to_le_bytes());
+    req
+}
+
 /// `struct virtio_gpu_update_cursor` with `VIRTIO_GPU_CMD_UPDATE_CURSOR`.
 pub fn update_cursor(
     scanout_id: u32,

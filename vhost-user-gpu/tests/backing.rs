@@ -517,3 +517,44 @@ fn test_device_reset_zeroes_resource_and_backing_gauges() {
     assert_eq!(vmm.metric("vugpu_host_memory_bytes"), 0.0);
     assert_eq!(vmm.metric("vugpu_resources_destroyed_total"), 2.0);
 }
+
+#[test]
+fn test_transfer_gathers_odd_sized_scattered_and_adjacent_entries() {
+    let mut vmm = start();
+    // 16x16 BGRA = 1024 bytes split into odd pieces: some adjacent (to be
+    // coalesced), some scattered, in a non-monotonic address order.
+    let content = pattern(77, 1024);
+    let pieces: [(u64, usize); 5] = [
+        (SITE_B + 3, 100),
+        (SITE_B + 103, 1),
+        (SITE_A + 5000, 300),
+        (SITE_A + 17, 600),
+        (SITE_B + 9000, 23),
+    ];
+    let mut at = 0;
+    for (addr, len) in pieces {
+        vmm.write_guest(addr, &content[at..at + len]);
+        at += len;
+    }
+    let entries: Vec<_> = pieces.iter().map(|&(a, l)| entry(a, l as u32)).collect();
+    vmm.ok(&wire::resource_create_2d(
+        1,
+        wire::FORMAT_B8G8R8A8_UNORM,
+        16,
+        16,
+    ));
+    vmm.ok(&wire::attach_backing(1, &entries));
+
+    vmm.ok(&wire::transfer_to_host_2d(1, Rect::new(0, 0, 16, 16), 0));
+    vmm.ok(&wire::set_scanout(0, 1, Rect::new(0, 0, 16, 16)));
+    let from = vmm.display_mark();
+    vmm.ok(&wire::resource_flush(1, Rect::new(0, 0, 16, 16)));
+
+    let display = vmm.display.as_ref().expect("display");
+    let (_, msg) = display.wait_for(from, |m| matches!(m, DisplayMsg::Update { .. }));
+    let DisplayMsg::Update { data, .. } = msg else {
+        unreachable!()
+    };
+    assert_eq!(data, content);
+    assert_eq!(vmm.metric("vugpu_attached_bytes"), 1024.0);
+}

@@ -334,8 +334,10 @@ fn test_get_vring_base_while_display_write_blocks_does_not_deadlock() {
     assert!(base.is_ok(), "GET_VRING_BASE failed: {base:?}");
 }
 
-#[test]
-fn test_sigterm_while_display_write_blocks_exits_zero() {
+/// Starts a daemon, shows a full 1280x800 screen, stalls the display
+/// frontend and queues a full-screen flush; returns once a daemon thread
+/// is blocked writing that UPDATE (false if it never blocked).
+fn stall_on_display_write() -> (TestVmm, bool) {
     let mut vmm = TestVmm::start(&["--width", "1280", "--height", "800"]);
     let (w, h) = (1280u32, 800u32);
     vmm.create_backed_2d(1, w, h, &[entry(DATA_BASE, w * h * 4)]);
@@ -361,9 +363,31 @@ fn test_sigterm_while_display_write_blocks_exits_zero() {
     );
     vmm.kick(CTRL_Q);
     let blocked = vmm.wait_daemon_blocked_in("sock_alloc_send_pskb");
+    (vmm, blocked)
+}
+
+#[test]
+fn test_sigterm_while_display_write_blocks_exits_zero() {
+    let (mut vmm, blocked) = stall_on_display_write();
 
     // An orchestrator stopping a hung VM sends SIGTERM to the daemon.
     let status = vmm.terminate_and_wait();
+
+    assert!(blocked, "the daemon never blocked on the display socket");
+    assert!(
+        status.success(),
+        "exit status {status}:\n{}",
+        vmm.daemon_log_tail()
+    );
+    assert!(!vmm.socket().exists(), "socket file left behind");
+}
+
+#[test]
+fn test_disconnect_while_display_write_blocks_exits_zero() {
+    let (mut vmm, blocked) = stall_on_display_write();
+
+    // The VMM closes the vhost-user connection but not (yet) the display.
+    let status = vmm.disconnect_and_wait();
 
     assert!(blocked, "the daemon never blocked on the display socket");
     assert!(

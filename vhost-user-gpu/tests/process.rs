@@ -255,3 +255,44 @@ fn test_daemon_invalid_arguments_exit_nonzero_without_socket() {
     assert!(!socket.exists());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn test_config_events_clear_write_is_accepted() {
+    let mut vmm = TestVmm::start(&[]);
+
+    // struct virtio_gpu_config: events_clear at offset 4 is driver-writable.
+    let result = vmm.write_config(4, &1u32.to_le_bytes());
+
+    assert!(result.is_ok(), "{result:?}");
+    assert_eq!(wire::le32(&vmm.read_config(), 0), 0, "events_read");
+}
+
+#[test]
+fn test_config_whole_struct_write_like_qemu_keeps_connection() {
+    let mut vmm = TestVmm::start(&["--num-outputs", "2"]);
+    // QEMU's vhost_user_gpu_set_config writes all 16 bytes at offset 0:
+    // events_read 0, events_clear 1, num_scanouts 2, num_capsets 0.
+    let mut config = Vec::new();
+    for v in [0u32, 1, 2, 0] {
+        config.extend_from_slice(&v.to_le_bytes());
+    }
+
+    let result = vmm.write_config(0, &config);
+
+    assert!(result.is_ok(), "{result:?}");
+    assert_eq!(wire::le32(&vmm.read_config(), 8), 2);
+    vmm.assert_alive();
+}
+
+#[test]
+fn test_config_num_scanouts_write_is_ignored_without_dropping_connection() {
+    let mut vmm = TestVmm::start(&["--num-outputs", "2"]);
+
+    // num_scanouts (offset 8) is read-only for the driver. vhost-user-backend
+    // closes the connection on any handler error, so refusing with an
+    // error would kill the device: the write must be ignored instead.
+    let _ = vmm.write_config(8, &7u32.to_le_bytes());
+
+    assert_eq!(wire::le32(&vmm.read_config(), 8), 2);
+    vmm.assert_alive();
+}

@@ -1315,6 +1315,13 @@ impl TestVmm {
             .expect("SO_RCVTIMEO");
     }
 
+    /// SET_CONFIG of `data` at `offset` of the device config space, with
+    /// flags 0 (VHOST_SET_CONFIG_TYPE_FRONTEND) as QEMU sends it.
+    pub fn write_config(&mut self, offset: u32, data: &[u8]) -> vhost::Result<()> {
+        self.frontend()
+            .set_config(offset, VhostUserConfigFlags::empty(), data)
+    }
+
     /// Path of the daemon's vhost-user socket.
     pub fn socket(&self) -> &Path {
         &self.socket_path

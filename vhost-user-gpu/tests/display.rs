@@ -487,3 +487,26 @@ fn test_scanout_blob_over_scattered_entries_gathers_in_entry_order() {
     let updates = updates_until(&vmm, from, |m| matches!(m, DisplayMsg::CursorPos { .. }));
     assert_eq!(compose(&updates, 32, 64), blob);
 }
+
+#[test]
+fn test_second_gpu_set_socket_moves_display_to_new_socket() {
+    let mut vmm = TestVmm::start(&[]);
+    vmm.create_backed_2d(1, 16, 16, &[entry(DATA_BASE, 1024)]);
+
+    // Guest reset or driver reload: QEMU closes the display socket and sends
+    // a new one with VHOST_USER_GPU_SET_SOCKET on the next DRIVER_OK.
+    vmm.replace_display(1280, 800);
+    let resp = vmm.ctrl(&wire::set_scanout(0, 1, Rect::new(0, 0, 16, 16)));
+
+    assert_eq!(resp.type_(), wire::RESP_OK_NODATA);
+    let display = vmm.display.as_ref().expect("display");
+    let (_, msg) = display.wait_for(0, |m| matches!(m, DisplayMsg::Scanout { .. }));
+    assert_eq!(
+        msg,
+        DisplayMsg::Scanout {
+            scanout_id: 0,
+            width: 16,
+            height: 16
+        }
+    );
+}

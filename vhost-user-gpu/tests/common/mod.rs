@@ -784,6 +784,15 @@ impl TestVmm {
         self.frontend().get_features().expect("GET_FEATURES (sync)");
     }
 
+    /// Gives the daemon a fresh display socket, as QEMU does on every
+    /// DRIVER_OK (after a guest reset it closes the old one first).
+    pub fn replace_display(&mut self, width: u32, height: u32) {
+        self.display = None;
+        let (ours, theirs) = UnixStream::pair().expect("display socketpair");
+        self.display = Some(Display::start(ours, width, height));
+        self.send_gpu_set_socket(&theirs);
+    }
+
     /// Sends VHOST_USER_GPU_SET_SOCKET with `peer` attached, without
     /// NEED_REPLY, then syncs.
     fn send_gpu_set_socket(&mut self, peer: &UnixStream) {

@@ -59,7 +59,9 @@ pub struct GpuArgs {
 
     /// Upper bound of host memory used for resource storage (pixel copies),
     /// with an optional K, M or G suffix (powers of 1024). Resource creation
-    /// beyond it fails with ERR_OUT_OF_MEMORY.
+    /// beyond it fails with ERR_OUT_OF_MEMORY. Bookkeeping is bounded by the
+    /// same value: at most SIZE/4K resources and SIZE/256 backing ranges
+    /// exist at a time (more is ERR_OUT_OF_MEMORY too).
     #[arg(long, default_value = "1G", value_name = "SIZE")]
     pub max_host_memory: String,
 

@@ -360,6 +360,23 @@ fn prime_replaced_kicks(vrings: &[VringRwLock], before: &[Option<RawFd>]) {
     }
 }
 
+/// Byte range of `events_clear` in `struct virtio_gpu_config`.
+const EVENTS_CLEAR: std::ops::Range<usize> = 4..8;
+
+/// The part of a config write of `buf` at `offset` that falls on
+/// `events_clear` (the only driver-writable field), as (offset, bytes);
+/// `None` if the write does not touch it.
+fn events_clear_part(offset: u32, buf: &[u8]) -> Option<(u32, &[u8])> {
+    let start = usize::try_from(offset).ok()?;
+    let end = start.checked_add(buf.len())?;
+    let lo = start.max(EVENTS_CLEAR.start);
+    let hi = end.min(EVENTS_CLEAR.end);
+    if lo >= hi {
+        return None;
+    }
+    Some((u32::try_from(lo).ok()?, &buf[lo - start..hi - start]))
+}
+
 /// Virtio feature bits offered for `config`.
 ///
 /// `VIRTIO_F_RING_RESET` is offered because QEMU's vhost-user-gpu-pci offers
@@ -448,17 +465,19 @@ impl VhostUserBackend for GpuBackend {
     }
 
     fn set_config(&self, offset: u32, buf: &[u8]) -> io::Result<()> {
-        if lock(&self.shared.config_space).write_range(offset, buf) {
-            Ok(())
-        } else {
-            Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!(
-                    "SET_CONFIG of {} bytes at offset {offset} touches read-only fields",
-                    buf.len()
-                ),
-            ))
+        // Never an error: vhost-user-backend drops the connection on any
+        // Err, and QEMU forwards every guest config write as a write of the
+        // whole 16-byte struct (read-only fields included).
+        match events_clear_part(offset, buf) {
+            Some((at, part)) => {
+                lock(&self.shared.config_space).write_range(at, part);
+            }
+            None => debug!(
+                "vhost-user-gpu: SET_CONFIG of {} bytes at offset {offset} changes nothing writable",
+                buf.len()
+            ),
         }
+        Ok(())
     }
 
     fn update_memory(&self, _mem: GuestMemory) -> io::Result<()> {
@@ -556,13 +575,36 @@ mod tests {
     }
 
     #[test]
-    fn test_set_config_of_read_only_field_is_rejected() {
+    fn test_set_config_of_read_only_field_is_ignored() {
         let b = backend(DeviceConfig::default());
 
         let result = b.set_config(8, &7u32.to_le_bytes());
 
-        assert!(result.is_err());
+        assert!(result.is_ok());
         assert_eq!(b.get_config(8, 4), 1u32.to_le_bytes());
+    }
+
+    #[test]
+    fn test_set_config_whole_struct_like_qemu_clears_events_and_keeps_the_rest() {
+        let b = backend(DeviceConfig::default());
+        lock(&b.shared.config_space).events_read = 0b11.into();
+        // events_read 0, events_clear 1, num_scanouts 9, num_capsets 0.
+        let mut write = [0u8; 16];
+        write[4..8].copy_from_slice(&1u32.to_le_bytes());
+        write[8..12].copy_from_slice(&9u32.to_le_bytes());
+
+        let result = b.set_config(0, &write);
+
+        assert!(result.is_ok());
+        assert_eq!(b.get_config(0, 4), 0b10u32.to_le_bytes());
+        assert_eq!(b.get_config(8, 4), 1u32.to_le_bytes());
+    }
+
+    #[test]
+    fn test_events_clear_part_outside_the_field_is_none() {
+        assert_eq!(events_clear_part(8, &[1, 2, 3, 4]), None);
+        assert_eq!(events_clear_part(u32::MAX, &[1]), None);
+        assert_eq!(events_clear_part(6, &[1, 2, 3]), Some((6, &[1u8, 2][..])));
     }
 
     #[test]

@@ -126,6 +126,83 @@ impl CommandError {
     }
 }
 
+/// Host memory a resource costs besides its pixels, charged against
+/// `--max-host-memory` by capping the number of resources.
+pub const RESOURCE_OVERHEAD_BYTES: u64 = 4096;
+/// Host memory one backing range costs (its record plus the renderer's
+/// iovec), charged by capping the number of ranges held.
+pub const RANGE_OVERHEAD_BYTES: u64 = 256;
+
+/// Bounds the host memory that resource bookkeeping uses beyond pixel
+/// storage (which `GpuState` accounts itself): at most
+/// `max_host_memory / RESOURCE_OVERHEAD_BYTES` resources and
+/// `max_host_memory / RANGE_OVERHEAD_BYTES` backing ranges at a time, so a
+/// guest creating millions of 1x1 resources, or attaching thousands of
+/// scattered entries to each, gets `ERR_OUT_OF_MEMORY` instead of growing
+/// the daemon without bound.
+///
+/// Ranges dropped by a memory-table change stay charged until their
+/// resource is detached, unreferenced or reset (a conservative count).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct MetaBudget {
+    max_resources: usize,
+    max_ranges: u64,
+    ranges: u64,
+}
+
+impl MetaBudget {
+    fn new(max_host_memory: u64) -> Self {
+        Self {
+            max_resources: usize::try_from(max_host_memory / RESOURCE_OVERHEAD_BYTES)
+                .unwrap_or(usize::MAX)
+                .max(1),
+            max_ranges: (max_host_memory / RANGE_OVERHEAD_BYTES).max(1),
+            ranges: 0,
+        }
+    }
+
+    fn check_new_resource(&self, existing: usize) -> Result<(), CommandError> {
+        if existing < self.max_resources {
+            Ok(())
+        } else {
+            Err(CommandError::rejected(
+                ErrorCode::OutOfMemory,
+                "resource count limit of --max-host-memory reached",
+            ))
+        }
+    }
+
+    fn check_new_ranges(&self, entries: usize) -> Result<(), CommandError> {
+        let wanted = self
+            .ranges
+            .saturating_add(u64::try_from(entries).unwrap_or(u64::MAX));
+        if wanted <= self.max_ranges {
+            Ok(())
+        } else {
+            Err(CommandError::rejected(
+                ErrorCode::OutOfMemory,
+                "backing range limit of --max-host-memory reached",
+            ))
+        }
+    }
+
+    fn add_ranges(&mut self, n: usize) {
+        self.ranges = self
+            .ranges
+            .saturating_add(u64::try_from(n).unwrap_or(u64::MAX));
+    }
+
+    fn release_ranges(&mut self, n: usize) {
+        self.ranges = self
+            .ranges
+            .saturating_sub(u64::try_from(n).unwrap_or(u64::MAX));
+    }
+
+    fn clear(&mut self) {
+        self.ranges = 0;
+    }
+}
+
 /// Why [`Device::drain`] stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Drained {
@@ -165,6 +242,7 @@ pub struct Device {
     /// Reusable pixel buffer for display updates.
     pixels: Vec<u8>,
     warn_limiter: LogLimiter,
+    budget: MetaBudget,
 }
 
 impl std::fmt::Debug for Device {
@@ -248,6 +326,7 @@ impl Device {
         let limits = DecodeLimits {
             max_backing_entries: config.max_backing_entries,
         };
+        let budget = MetaBudget::new(config.max_host_memory);
         Ok(Self {
             cmd_buf: vec![0; max_command_len(&limits)],
             resp_buf: vec![0; RESP_BUF_SIZE],
@@ -260,7 +339,13 @@ impl Device {
             mailbox,
             limits,
             warn_limiter: LogLimiter::new(GUEST_WARN_BURST),
+            budget,
         })
+    }
+
+    /// Number of coalesced backing ranges resource `id` holds.
+    fn ranges_of(&self, id: u32) -> usize {
+        self.state.backing_ranges(id).map_or(0, <[_]>::len)
     }
 
     fn feature_acked(&self, bit: u32) -> bool {
@@ -308,6 +393,7 @@ impl Device {
         if let Err(e) = self.state.reset() {
             error!("vhost-user-gpu: device reset: {}", error_chain(&e));
         }
+        self.budget.clear();
         self.metrics.backing_released(attached);
         for _ in 0..dropped {
             self.metrics.resource_destroyed();
@@ -785,6 +871,8 @@ impl Device {
         width: u32,
         height: u32,
     ) -> CommandResult {
+        self.budget
+            .check_new_resource(self.state.resource_count())?;
         self.state.create_2d(resource_id, format, width, height)?;
         self.metrics.resource_created();
         self.update_gauges();
@@ -792,7 +880,9 @@ impl Device {
     }
 
     fn handle_resource_unref(&mut self, resource_id: u32) -> CommandResult {
+        let ranges = self.ranges_of(resource_id);
         let released = self.state.unref(resource_id)?;
+        self.budget.release_ranges(ranges);
         self.metrics.backing_released(released);
         self.metrics.resource_destroyed();
         self.update_gauges();
@@ -832,16 +922,22 @@ impl Device {
     }
 
     fn handle_attach_backing(&mut self, resource_id: u32, entries: &[MemEntry]) -> CommandResult {
+        self.budget.check_new_ranges(entries.len())?;
         let bytes = self
             .state
             .attach_backing(resource_id, &res_entries(entries))?;
+        self.budget.add_ranges(self.ranges_of(resource_id));
         self.metrics.attached(bytes);
         ok(GpuResponse::OkNoData)
     }
 
     fn handle_detach_backing(&mut self, resource_id: u32) -> CommandResult {
+        let ranges = self.ranges_of(resource_id);
         match self.state.detach_backing(resource_id) {
-            Ok(bytes) => Ok((GpuResponse::OkNoData, Completion::Detached(bytes))),
+            Ok(bytes) => {
+                self.budget.release_ranges(ranges);
+                Ok((GpuResponse::OkNoData, Completion::Detached(bytes)))
+            }
             // Detaching what is not attached touches no guest memory: an
             // error for the guest, but not a refused access.
             Err(ResourceError::NoBacking { .. }) => Err(CommandError::rejected(
@@ -895,6 +991,9 @@ impl Device {
         entries: &[MemEntry],
     ) -> CommandResult {
         self.require_blob("RESOURCE_CREATE_BLOB without VIRTIO_GPU_F_RESOURCE_BLOB")?;
+        self.budget
+            .check_new_resource(self.state.resource_count())?;
+        self.budget.check_new_ranges(entries.len())?;
         let bytes = self.state.create_blob(
             resource_id,
             blob_mem,
@@ -903,6 +1002,7 @@ impl Device {
             size,
             &res_entries(entries),
         )?;
+        self.budget.add_ranges(self.ranges_of(resource_id));
         self.metrics.resource_created();
         if bytes > 0 {
             self.metrics.attached(bytes);

@@ -12,7 +12,7 @@ use vugpu_metrics::Metrics;
 use vugpu_protocol::wire::{
     VIRTIO_GPU_FLAG_FENCE, VIRTIO_GPU_FORMAT_B8G8R8X8_UNORM, VIRTIO_GPU_FORMAT_R8G8B8A8_UNORM,
     VIRTIO_GPU_FORMAT_X8R8G8B8_UNORM, VIRTIO_GPU_F_EDID, VIRTIO_GPU_RESP_ERR_INVALID_PARAMETER,
-    VIRTIO_GPU_RESP_ERR_UNSPEC, VIRTIO_GPU_RESP_OK_NODATA,
+    VIRTIO_GPU_RESP_ERR_OUT_OF_MEMORY, VIRTIO_GPU_RESP_ERR_UNSPEC, VIRTIO_GPU_RESP_OK_NODATA,
 };
 use vugpu_protocol::{decode_header, CtrlHeader, GpuCommand, GpuResponse, MemEntry, Rect};
 
@@ -576,4 +576,83 @@ fn assert_full_update((request, payload): (u32, Vec<u8>), pattern: &[u8]) {
     assert_eq!(request, fake_display::UPDATE);
     assert_eq!(&payload[12..20], &[4, 0, 0, 0, 4, 0, 0, 0]);
     assert_eq!(&payload[20..], pattern);
+}
+
+fn small_fixture(max_host_memory: u64) -> Fixture {
+    let mut f = fixture();
+    f.device = Device::new(
+        DeviceConfig {
+            max_host_memory,
+            ..DeviceConfig::default()
+        },
+        Arc::clone(&f.metrics),
+        GuestMemoryAtomic::new(f.mem.clone()),
+        Arc::clone(&f.mailbox),
+    )
+    .expect("device state");
+    f
+}
+
+#[test]
+fn test_create_2d_beyond_resource_count_limit_is_out_of_memory() {
+    // 16 KiB of host memory allows 16 KiB / 4 KiB = 4 resources.
+    let mut f = small_fixture(16 * 1024);
+    let create = |id| GpuCommand::ResourceCreate2d {
+        resource_id: id,
+        format: VIRTIO_GPU_FORMAT_B8G8R8X8_UNORM,
+        width: 1,
+        height: 1,
+    };
+    let hdr = CtrlHeader::default();
+    for id in 1..=4 {
+        assert_eq!(f.submit(&hdr, &create(id)).type_, VIRTIO_GPU_RESP_OK_NODATA);
+    }
+
+    let resp = f.submit(&hdr, &create(5));
+
+    assert_eq!(resp.type_, VIRTIO_GPU_RESP_ERR_OUT_OF_MEMORY);
+    assert_eq!(f.device.state.resource_count(), 4);
+}
+
+#[test]
+fn test_attach_beyond_range_limit_is_out_of_memory_and_detach_releases() {
+    // 16 KiB of host memory allows 16 KiB / 256 B = 64 ranges.
+    let mut f = small_fixture(16 * 1024);
+    let hdr = CtrlHeader::default();
+    f.submit(
+        &hdr,
+        &GpuCommand::ResourceCreate2d {
+            resource_id: 1,
+            format: VIRTIO_GPU_FORMAT_B8G8R8X8_UNORM,
+            width: 1,
+            height: 1,
+        },
+    );
+    // 65 scattered 4-byte entries (gaps prevent coalescing).
+    let scattered: Vec<MemEntry> = (0..65)
+        .map(|i| MemEntry {
+            addr: BACKING_ADDR + i * 16,
+            length: 4,
+        })
+        .collect();
+
+    let refused = f.submit(
+        &hdr,
+        &GpuCommand::ResourceAttachBacking {
+            resource_id: 1,
+            entries: scattered.clone(),
+        },
+    );
+    let accepted = f.submit(
+        &hdr,
+        &GpuCommand::ResourceAttachBacking {
+            resource_id: 1,
+            entries: scattered[..64].to_vec(),
+        },
+    );
+    f.submit(&hdr, &GpuCommand::ResourceDetachBacking { resource_id: 1 });
+
+    assert_eq!(refused.type_, VIRTIO_GPU_RESP_ERR_OUT_OF_MEMORY);
+    assert_eq!(accepted.type_, VIRTIO_GPU_RESP_OK_NODATA);
+    assert_eq!(f.device.budget.ranges, 0);
 }

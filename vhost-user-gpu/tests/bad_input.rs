@@ -697,3 +697,62 @@ fn test_transfer_offset_overflowing_u64_is_rejected() {
     );
     vmm.assert_alive();
 }
+
+#[test]
+fn test_resource_count_beyond_host_memory_budget_returns_out_of_memory() {
+    // Each resource costs host memory beyond its pixels; the daemon allows
+    // max_host_memory / 4096 resources: 256 for 1 MiB.
+    let mut vmm = TestVmm::start(&["--max-host-memory", "1M"]);
+    let mut created = 0;
+    for id in 1..=256 {
+        if vmm.ctrl_type(&wire::resource_create_2d(
+            id,
+            wire::FORMAT_B8G8R8A8_UNORM,
+            1,
+            1,
+        )) == wire::RESP_OK_NODATA
+        {
+            created += 1;
+        }
+    }
+
+    let over = vmm.ctrl_type(&wire::resource_create_2d(
+        257,
+        wire::FORMAT_B8G8R8A8_UNORM,
+        1,
+        1,
+    ));
+    vmm.ok(&wire::resource_unref(1));
+    let after_unref = vmm.ctrl_type(&wire::resource_create_2d(
+        257,
+        wire::FORMAT_B8G8R8A8_UNORM,
+        1,
+        1,
+    ));
+
+    assert_eq!(created, 256);
+    assert_eq!(over, wire::RESP_ERR_OUT_OF_MEMORY);
+    assert_eq!(after_unref, wire::RESP_OK_NODATA);
+}
+
+#[test]
+fn test_backing_ranges_beyond_host_memory_budget_return_out_of_memory() {
+    // 1 MiB allows 4096 coalesced ranges; 4097 separated 16-byte entries
+    // (every other 16 bytes) exceed it although they cover the resource.
+    let mut vmm = TestVmm::start(&["--max-host-memory", "1M", "--max-backing-entries", "8192"]);
+    vmm.ok(&wire::resource_create_2d(
+        1,
+        wire::FORMAT_B8G8R8A8_UNORM,
+        128,
+        128,
+    ));
+    let entries: Vec<_> = (0..4097u64)
+        .map(|i| entry(DATA_BASE + i * 32, 16))
+        .collect();
+
+    let resp = vmm.ctrl(&wire::attach_backing(1, &entries));
+
+    assert_eq!(resp.type_(), wire::RESP_ERR_OUT_OF_MEMORY);
+    assert_eq!(vmm.metric("vugpu_attached_bytes"), 0.0);
+    vmm.assert_alive();
+}

@@ -598,7 +598,7 @@ fn test_get_edid_with_display_frontend_returns_frontend_block() {
 
     assert_eq!(resp.type_(), wire::RESP_OK_EDID);
     assert_eq!(wire::le32(&resp.bytes, 24), 128);
-    assert_eq!(&resp.bytes[32..160], &common::frontend_edid()[..]);
+    assert_eq!(&resp.bytes[32..160], &common::display::frontend_edid()[..]);
 }
 
 #[test]

@@ -146,7 +146,6 @@ if [ "$DRY_RUN" = 0 ] && ! flock -n 8; then
 	flock 8
 fi
 
-hash_files() { cat "$@" 2>/dev/null | sha256sum | cut -c1-16; }
 SERIES_HASH=$(
 	{
 		echo "$INSTALLED_VERSION"

@@ -16,8 +16,9 @@
 #   9. vugpu-vm run <scenarios>                 boots the guests
 #
 # Environment:
-#   VUGPU_SCENARIOS   scenarios for step 9 (default: all =
-#                     "smoke evict purge baseline qemu-builtin blob")
+#   VUGPU_SCENARIOS   scenarios for step 9 (default: "smoke evict purge
+#                     baseline qemu-builtin blob", plus "reference" when QEMU's
+#                     own vhost-user-gpu daemon is installed (qemu-system-gui))
 #   VUGPU_ACCEL       auto|tcg|kvm for vugpu-vm (default: auto)
 #   VUGPU_TIMEOUT     per-scenario guest deadline in seconds (default: 240)
 #   VUGPU_RUN_DIR     artifact directory (default: target/vugpu-runs/ci-<UTC time>)
@@ -33,7 +34,11 @@ cd "$REPO_DIR"
 
 [ $# -eq 0 ] || { sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "$0" >&2; exit 2; }
 
-SCENARIOS=${VUGPU_SCENARIOS:-smoke evict purge baseline qemu-builtin blob}
+# QEMU's C vhost-user-gpu daemon, the reference backend for the kernel series.
+REFERENCE=$(dpkg -L qemu-system-gui 2>/dev/null | grep '/vhost-user-gpu$' | head -n 1 || :)
+DEFAULT_SCENARIOS="smoke evict purge baseline qemu-builtin blob"
+[ -x "$REFERENCE" ] && DEFAULT_SCENARIOS="$DEFAULT_SCENARIOS reference"
+SCENARIOS=${VUGPU_SCENARIOS:-$DEFAULT_SCENARIOS}
 ACCEL=${VUGPU_ACCEL:-auto}
 TIMEOUT=${VUGPU_TIMEOUT:-240}
 RUN_DIR=${VUGPU_RUN_DIR:-$REPO_DIR/target/vugpu-runs/ci-$(date -u +%Y%m%d-%H%M%S)}
@@ -74,9 +79,11 @@ if [ "$BUILD_OK" = 1 ]; then
 	LIST=($SCENARIOS)
 	set +f
 	OUTER=$((${#LIST[@]} * (TIMEOUT + 120) + 120))
+	REF_ARGS=()
+	[ -x "$REFERENCE" ] && REF_ARGS=(--reference-daemon "$REFERENCE")
 	step "guest scenarios ($SCENARIOS)" run $T "$OUTER" "$TARGET_DIR/release/vugpu-vm" run "${LIST[@]}" \
 		--kernel "$KERNEL" --unpatched-kernel "$UNPATCHED" --initrd "$INITRD" \
-		--daemon "$TARGET_DIR/release/vhost-user-gpu" --accel "$ACCEL" \
+		--daemon "$TARGET_DIR/release/vhost-user-gpu" "${REF_ARGS[@]}" --accel "$ACCEL" \
 		--timeout-secs "$TIMEOUT" --run-dir "$RUN_DIR" || :
 else
 	step_skip "guest scenarios ($SCENARIOS)" "a build step failed"

@@ -724,9 +724,14 @@ fn qemu_has_device(qemu: &str, name: &str) -> Result<bool, String> {
         .stdin(Stdio::null())
         .output()
         .map_err(|e| format!("cannot run {qemu} -device help: {e}"))?;
-    let text = String::from_utf8_lossy(&out.stdout);
+    Ok(device_listed(&String::from_utf8_lossy(&out.stdout), name))
+}
+
+/// `true` when `-device help` output lists the device `name` exactly.
+fn device_listed(help: &str, name: &str) -> bool {
     let quoted = format!("name \"{name}\"");
-    Ok(text.lines().any(|l| l.starts_with(&quoted)))
+    help.lines()
+        .any(|l| l.split(',').next().is_some_and(|first| first == quoted))
 }
 
 /// Why `s` cannot run with this QEMU, if it cannot.
@@ -965,6 +970,22 @@ mod tests {
     #[test]
     fn test_guest_timeout_too_short_is_off() {
         assert_eq!(guest_timeout(Duration::from_secs(15)), None);
+    }
+
+    #[test]
+    fn test_device_listed_exact_name_only() {
+        let help =
+            "name \"vhost-user-gpu\", bus virtio-bus\nname \"vhost-user-gpu-pci\", bus PCI\n";
+
+        assert!(device_listed(help, "vhost-user-gpu-pci"));
+        assert!(!device_listed(help, "vhost-user-device-pci"));
+    }
+
+    #[test]
+    fn test_device_listed_prefix_does_not_match() {
+        let help = "name \"vhost-user-device-pci-extra\", bus PCI\n";
+
+        assert!(!device_listed(help, "vhost-user-device-pci"));
     }
 
     #[test]

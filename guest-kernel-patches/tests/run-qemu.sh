@@ -78,7 +78,7 @@ if ! grep -q kunit.enable=1 /proc/cmdline; then
 	echo "SHRINK-TEST-EXIT $?"
 fi
 echo "DMESG-CHECK-BEGIN"
-dmesg | grep -iE "WARNING:|BUG:|circular locking|sleeping function|KASAN:|inconsistent lock|possible recursive|oom-kill" 
+dmesg | grep -E "WARNING:|BUG:|circular locking|sleeping function|KASAN:|inconsistent lock|possible recursive|oom-kill" 
 echo "DMESG-CHECK-END"
 poweroff -f
 EOF

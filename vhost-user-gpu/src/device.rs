@@ -33,7 +33,7 @@ use virtio_queue::{DescriptorChain, QueueOwnedT, QueueT};
 use vm_memory::{GuestAddressSpace, GuestMemoryMmap};
 use vugpu_metrics::Metrics;
 use vugpu_protocol::wire::{
-    virtio_gpu_update_cursor, VIRTIO_GPU_FORMAT_A8B8G8R8_UNORM, VIRTIO_GPU_FORMAT_A8R8G8B8_UNORM,
+    VIRTIO_GPU_FORMAT_A8B8G8R8_UNORM, VIRTIO_GPU_FORMAT_A8R8G8B8_UNORM,
     VIRTIO_GPU_FORMAT_R8G8B8A8_UNORM, VIRTIO_GPU_FORMAT_R8G8B8X8_UNORM,
     VIRTIO_GPU_FORMAT_X8B8G8R8_UNORM, VIRTIO_GPU_FORMAT_X8R8G8B8_UNORM, VIRTIO_GPU_F_EDID,
     VIRTIO_GPU_F_RESOURCE_BLOB, VIRTIO_GPU_F_RESOURCE_UUID,
@@ -633,8 +633,7 @@ impl Device {
             Ok(cmd) => {
                 self.metrics.command(cmd.name());
                 let summary = log_enabled!(Level::Debug).then(|| describe(&cmd));
-                let move_resource_id = move_cursor_resource_id(&cmd, &self.cmd_buf[..n]);
-                let result = self.dispatch(cmd, kind, move_resource_id);
+                let result = self.dispatch(cmd, kind);
                 if let Some(summary) = summary {
                     match &result {
                         Ok((resp, _)) => debug!(
@@ -715,15 +714,7 @@ impl Device {
 
     /// Executes one decoded command: one arm per command, each a call to a
     /// `handle_*` helper.
-    ///
-    /// `move_resource_id` is the `resource_id` field of a MOVE_CURSOR request
-    /// (which [`GpuCommand::MoveCursor`] does not carry), 0 otherwise.
-    fn dispatch(
-        &mut self,
-        cmd: GpuCommand,
-        kind: QueueKind,
-        move_resource_id: u32,
-    ) -> CommandResult {
+    fn dispatch(&mut self, cmd: GpuCommand, kind: QueueKind) -> CommandResult {
         if cmd.is_cursor() != (kind == QueueKind::Cursor) {
             return Err(CommandError::rejected(
                 ErrorCode::Unspec,
@@ -807,7 +798,9 @@ impl Device {
                 hot_x,
                 hot_y,
             } => self.handle_update_cursor(pos, resource_id, hot_x, hot_y),
-            GpuCommand::MoveCursor { pos } => self.handle_move_cursor(pos, move_resource_id),
+            GpuCommand::MoveCursor { pos, resource_id } => {
+                self.handle_move_cursor(pos, resource_id)
+            }
         }
     }
 
@@ -1160,19 +1153,6 @@ struct BlobImage {
     format: u32,
     strides: [u32; 4],
     offsets: [u32; 4],
-}
-
-/// The `resource_id` field of a MOVE_CURSOR request (0 for other commands
-/// or a request too short to hold it).
-fn move_cursor_resource_id(cmd: &GpuCommand, bytes: &[u8]) -> u32 {
-    const AT: usize = std::mem::offset_of!(virtio_gpu_update_cursor, resource_id);
-    if !matches!(cmd, GpuCommand::MoveCursor { .. }) {
-        return 0;
-    }
-    bytes
-        .get(AT..AT + 4)
-        .and_then(|b| b.try_into().ok())
-        .map_or(0, u32::from_le_bytes)
 }
 
 /// The guest response code of a resource error.

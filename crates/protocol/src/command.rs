@@ -308,6 +308,8 @@ pub enum GpuCommand {
     MoveCursor {
         /// New position.
         pos: CursorPos,
+        /// Cursor image resource; 0 hides the cursor.
+        resource_id: u32,
     },
 }
 
@@ -664,9 +666,10 @@ impl GpuCommand {
             }
             .as_bytes()
             .to_vec(),
-            GpuCommand::MoveCursor { pos } => virtio_gpu_update_cursor {
+            GpuCommand::MoveCursor { pos, resource_id } => virtio_gpu_update_cursor {
                 hdr,
                 pos: pos.to_wire(),
+                resource_id: (*resource_id).into(),
                 ..Default::default()
             }
             .as_bytes()
@@ -927,6 +930,7 @@ pub fn decode_command(
                 read_struct::<virtio_gpu_update_cursor>(bytes, "virtio_gpu_update_cursor")?;
             GpuCommand::MoveCursor {
                 pos: cursor_pos(&c.pos),
+                resource_id: c.resource_id.get(),
             }
         }
         VIRTIO_GPU_CMD_CTX_CREATE

@@ -115,7 +115,10 @@ fn seeds(rng: &mut Rng) -> Vec<Vec<u8>> {
             hot_x: 1,
             hot_y: 1,
         },
-        GpuCommand::MoveCursor { pos },
+        GpuCommand::MoveCursor {
+            pos,
+            resource_id: 3,
+        },
     ]
     .iter()
     .map(|c| c.to_bytes(&hdr))

@@ -589,6 +589,8 @@ fn test_decode_move_cursor_ok() {
             y: 9.into(),
             padding: 0.into(),
         },
+        // MOVE_CURSOR carries the resource id too: 0 would mean "hide".
+        resource_id: 5.into(),
         ..Default::default()
     };
 
@@ -599,7 +601,8 @@ fn test_decode_move_cursor_ok() {
                 scanout_id: 1,
                 x: 7,
                 y: 9
-            }
+            },
+            resource_id: 5,
         }
     );
 }
@@ -1095,6 +1098,7 @@ fn test_command_names_match_metrics_contract() {
         },
         GpuCommand::MoveCursor {
             pos: CursorPos::default(),
+            resource_id: 0,
         },
     ]
     .iter()

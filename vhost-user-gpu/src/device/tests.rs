@@ -304,7 +304,7 @@ fn test_dispatch_get_display_info_headless_reports_configured_mode() {
 
     let (resp, _) = f
         .device
-        .dispatch(GpuCommand::GetDisplayInfo, QueueKind::Control, 0)
+        .dispatch(GpuCommand::GetDisplayInfo, QueueKind::Control)
         .expect("display info");
 
     let GpuResponse::OkDisplayInfo(modes) = resp else {
@@ -321,7 +321,7 @@ fn test_dispatch_get_edid_without_feature_is_unspec() {
 
     let err = f
         .device
-        .dispatch(GpuCommand::GetEdid { scanout: 0 }, QueueKind::Control, 0)
+        .dispatch(GpuCommand::GetEdid { scanout: 0 }, QueueKind::Control)
         .expect_err("feature not acked");
 
     assert_eq!(err.code(), vugpu_protocol::ErrorCode::Unspec);
@@ -334,7 +334,7 @@ fn test_dispatch_get_edid_with_feature_returns_generated_block() {
 
     let (resp, _) = f
         .device
-        .dispatch(GpuCommand::GetEdid { scanout: 0 }, QueueKind::Control, 0)
+        .dispatch(GpuCommand::GetEdid { scanout: 0 }, QueueKind::Control)
         .expect("edid");
 
     let GpuResponse::OkEdid(edid) = resp else {
@@ -358,7 +358,7 @@ fn test_dispatch_create_blob_without_blob_feature_is_unspec() {
 
     let err = f
         .device
-        .dispatch(cmd, QueueKind::Control, 0)
+        .dispatch(cmd, QueueKind::Control)
         .expect_err("blob not negotiated");
 
     assert_eq!(err.code(), vugpu_protocol::ErrorCode::Unspec);
@@ -370,11 +370,12 @@ fn test_dispatch_cursor_command_on_control_queue_is_unspec() {
     let mut f = fixture();
     let cmd = GpuCommand::MoveCursor {
         pos: vugpu_protocol::CursorPos::default(),
+        resource_id: 0,
     };
 
     let err = f
         .device
-        .dispatch(cmd, QueueKind::Control, 0)
+        .dispatch(cmd, QueueKind::Control)
         .expect_err("wrong queue");
 
     assert_eq!(err.code(), vugpu_protocol::ErrorCode::Unspec);
@@ -389,7 +390,6 @@ fn test_dispatch_get_capset_info_without_capsets_is_invalid_parameter() {
         .dispatch(
             GpuCommand::GetCapsetInfo { capset_index: 0 },
             QueueKind::Control,
-            0,
         )
         .expect_err("no capsets");
 
@@ -517,7 +517,7 @@ fn test_display_get_display_info_comes_from_frontend() {
 
     let (resp, _) = f
         .device
-        .dispatch(GpuCommand::GetDisplayInfo, QueueKind::Control, 0)
+        .dispatch(GpuCommand::GetDisplayInfo, QueueKind::Control)
         .expect("display info");
 
     let GpuResponse::OkDisplayInfo(modes) = resp else {

@@ -114,7 +114,7 @@ impl CommandError {
     /// The error response sent to the guest.
     pub fn code(&self) -> ErrorCode {
         match self {
-            Self::Resource(e) => resource_code(e),
+            Self::Resource(e) => e.error_code(),
             Self::Decode(e) => e.error_code(),
             Self::TooLong { .. } => ErrorCode::Unspec,
             Self::Rejected { code, .. } => *code,
@@ -1153,11 +1153,6 @@ struct BlobImage {
     format: u32,
     strides: [u32; 4],
     offsets: [u32; 4],
-}
-
-/// The guest response code of a resource error.
-fn resource_code(e: &ResourceError) -> ErrorCode {
-    ErrorCode::from_response_type(e.error_code() as u32).unwrap_or(ErrorCode::Unspec)
 }
 
 /// A protocol rectangle as the resource state takes it.

@@ -28,6 +28,8 @@
 //! | `vugpu_refused_guest_accesses_total` | counter | [`Metrics::refused_access`] |
 //! | `vugpu_decode_errors_total` | counter | [`Metrics::decode_error`] |
 //! | `vugpu_fences_completed_total` | counter | [`Metrics::fence_completed`] |
+//! | `vugpu_injected_faults_total` | counter | [`Metrics::injected_fault`] |
+//! | `vugpu_frontend_messages_refused_total` | counter | [`Metrics::frontend_message_refused`] |
 //! | `vugpu_detach_latency_seconds` | histogram | [`Metrics::detached`] |
 //!
 //! ```no_run

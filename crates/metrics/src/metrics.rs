@@ -92,6 +92,10 @@ pub struct Metrics {
     decode_errors_total: AtomicU64,
     /// `vugpu_fences_completed_total`.
     fences_completed_total: AtomicU64,
+    /// `vugpu_injected_faults_total`.
+    injected_faults_total: AtomicU64,
+    /// `vugpu_frontend_messages_refused_total`.
+    frontend_messages_refused_total: AtomicU64,
     /// `vugpu_detach_latency_seconds`.
     detach_latency: Histogram,
 }
@@ -115,6 +119,8 @@ impl Metrics {
             refused_guest_accesses_total: AtomicU64::new(0),
             decode_errors_total: AtomicU64::new(0),
             fences_completed_total: AtomicU64::new(0),
+            injected_faults_total: AtomicU64::new(0),
+            frontend_messages_refused_total: AtomicU64::new(0),
             detach_latency: Histogram::new(),
         }
     }
@@ -223,6 +229,19 @@ impl Metrics {
         self.fences_completed_total.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Counts a fault injected by a `--test-only-fault` option in
+    /// `vugpu_injected_faults_total`.
+    pub fn injected_fault(&self) {
+        self.injected_faults_total.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a vhost-user message refused because it was malformed or not
+    /// acceptable in `vugpu_frontend_messages_refused_total`.
+    pub fn frontend_message_refused(&self) {
+        self.frontend_messages_refused_total
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Returns a copy of every value, the input of both renderers.
     pub fn snapshot(&self) -> MetricsSnapshot {
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
@@ -249,6 +268,8 @@ impl Metrics {
             refused_guest_accesses_total: load(&self.refused_guest_accesses_total),
             decode_errors_total: load(&self.decode_errors_total),
             fences_completed_total: load(&self.fences_completed_total),
+            injected_faults_total: load(&self.injected_faults_total),
+            frontend_messages_refused_total: load(&self.frontend_messages_refused_total),
             detach_latency_seconds: self.detach_latency.snapshot(),
         }
     }
@@ -320,6 +341,10 @@ pub struct MetricsSnapshot {
     pub decode_errors_total: u64,
     /// `vugpu_fences_completed_total`.
     pub fences_completed_total: u64,
+    /// `vugpu_injected_faults_total`: faults injected by test-only options.
+    pub injected_faults_total: u64,
+    /// `vugpu_frontend_messages_refused_total`: vhost-user messages refused.
+    pub frontend_messages_refused_total: u64,
     /// `vugpu_detach_latency_seconds`: DETACH dequeue-to-response latency.
     pub detach_latency_seconds: HistogramSnapshot,
 }
@@ -400,7 +425,7 @@ impl MetricsSnapshot {
     }
 
     /// The single-sample families in output order.
-    fn scalars(&self) -> [Scalar; 12] {
+    fn scalars(&self) -> [Scalar; 14] {
         [
             (
                 "vugpu_attach_backing_total",
@@ -473,6 +498,18 @@ impl MetricsSnapshot {
                 "Fences completed.",
                 "counter",
                 self.fences_completed_total,
+            ),
+            (
+                "vugpu_injected_faults_total",
+                "Faults injected by --test-only-fault options (0 in production).",
+                "counter",
+                self.injected_faults_total,
+            ),
+            (
+                "vugpu_frontend_messages_refused_total",
+                "vhost-user messages from the frontend refused as malformed or unacceptable.",
+                "counter",
+                self.frontend_messages_refused_total,
             ),
         ]
     }

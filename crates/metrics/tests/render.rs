@@ -279,6 +279,8 @@ fn test_render_prometheus_declares_every_contract_family_with_help_and_type() {
         ("vugpu_refused_guest_accesses_total", "counter"),
         ("vugpu_decode_errors_total", "counter"),
         ("vugpu_fences_completed_total", "counter"),
+        ("vugpu_injected_faults_total", "counter"),
+        ("vugpu_frontend_messages_refused_total", "counter"),
         ("vugpu_detach_latency_seconds", "histogram"),
     ];
 

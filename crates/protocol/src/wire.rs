@@ -153,6 +153,21 @@ pub const VIRTIO_GPU_F_RESOURCE_UUID: u32 = vb::VIRTIO_GPU_F_RESOURCE_UUID;
 pub const VIRTIO_GPU_F_RESOURCE_BLOB: u32 = vb::VIRTIO_GPU_F_RESOURCE_BLOB;
 /// Feature bit `VIRTIO_GPU_F_CONTEXT_INIT` (context types, `ring_idx`).
 pub const VIRTIO_GPU_F_CONTEXT_INIT: u32 = vb::VIRTIO_GPU_F_CONTEXT_INIT;
+/// Feature bit `VIRTIO_GPU_F_BLOB_SWAP` (experimental, this project's; no
+/// published virtio spec or Linux header uses bit 23).
+///
+/// Device requirements: when negotiated, the device MUST accept
+/// RESOURCE_DETACH_BACKING of a `VIRTIO_GPU_BLOB_MEM_GUEST` resource, MUST
+/// NOT read or write any page of the detached backing after completing the
+/// detach (SET_SCANOUT_BLOB, RESOURCE_FLUSH and transfers of the blob fail
+/// with an error response until it has backing again), and MUST accept a
+/// later RESOURCE_ATTACH_BACKING at any guest address, rebuilding every
+/// host-side view of the blob (scanout reads) from the new backing.
+///
+/// Driver requirements: the driver MUST NOT detach the backing of a guest
+/// blob unless the feature was negotiated, and MUST re-attach backing
+/// before any command that makes the device use the blob's content.
+pub const VIRTIO_GPU_F_BLOB_SWAP: u32 = 23;
 
 /// `VIRTIO_GPU_MAX_SCANOUTS`: entries in a display-info response.
 pub const VIRTIO_GPU_MAX_SCANOUTS: usize = vb::VIRTIO_GPU_MAX_SCANOUTS as usize;

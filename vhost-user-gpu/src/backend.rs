@@ -74,7 +74,8 @@ use vmm_sys_util::event::{
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 use vugpu_metrics::Metrics;
 use vugpu_protocol::wire::{
-    virtio_gpu_config, VIRTIO_GPU_F_EDID, VIRTIO_GPU_F_RESOURCE_BLOB, VIRTIO_GPU_F_RESOURCE_UUID,
+    virtio_gpu_config, VIRTIO_GPU_F_BLOB_SWAP, VIRTIO_GPU_F_EDID, VIRTIO_GPU_F_RESOURCE_BLOB,
+    VIRTIO_GPU_F_RESOURCE_UUID,
 };
 
 use crate::config::DeviceConfig;
@@ -394,6 +395,9 @@ pub fn offered_features(config: &DeviceConfig) -> u64 {
         | VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits();
     if config.blob {
         features |= 1u64 << VIRTIO_GPU_F_RESOURCE_BLOB;
+        if config.blob_swap {
+            features |= 1u64 << VIRTIO_GPU_F_BLOB_SWAP;
+        }
     }
     features
 }
@@ -560,6 +564,39 @@ mod tests {
         let features = offered_features(&config);
 
         assert_ne!(features & (1 << VIRTIO_GPU_F_RESOURCE_BLOB), 0);
+    }
+
+    #[test]
+    fn test_offered_features_blob_swap_needs_blob_and_no_opt_out() {
+        let swap = DeviceConfig {
+            blob: true,
+            blob_swap: true,
+            ..DeviceConfig::default()
+        };
+        let no_swap = DeviceConfig {
+            blob: true,
+            blob_swap: false,
+            ..DeviceConfig::default()
+        };
+        let no_blob = DeviceConfig {
+            blob: false,
+            blob_swap: true,
+            ..DeviceConfig::default()
+        };
+
+        assert_ne!(offered_features(&swap) & (1 << VIRTIO_GPU_F_BLOB_SWAP), 0);
+        assert_eq!(
+            offered_features(&no_swap) & (1 << VIRTIO_GPU_F_BLOB_SWAP),
+            0
+        );
+        assert_eq!(
+            offered_features(&no_blob) & (1 << VIRTIO_GPU_F_BLOB_SWAP),
+            0
+        );
+        assert_ne!(
+            offered_features(&swap) & (1 << VIRTIO_RING_F_INDIRECT_DESC),
+            0
+        );
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! rest of the daemon can rely on them (for example the command buffer is
 //! sized from `max_backing_entries`).
 
+use std::os::fd::RawFd;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -21,6 +22,63 @@ pub const MAX_OUTPUTS: u32 = 16;
 pub const MAX_BACKING_ENTRIES_LIMIT: u32 = 262_144;
 /// Smallest accepted `--max-host-memory`: one 64x64 cursor.
 pub const MIN_HOST_MEMORY: u64 = 16 * 1024;
+/// Largest accepted `detach-delay-ms=N` fault: one minute.
+pub const MAX_FAULT_DELAY_MS: u64 = 60_000;
+
+/// Faults injected by `--test-only-fault` (all off by default).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FaultConfig {
+    /// Delay of each RESOURCE_DETACH_BACKING response.
+    pub detach_delay: Option<Duration>,
+    /// Answer RESOURCE_DETACH_BACKING with ERR_UNSPEC, keeping the backing.
+    pub detach_error: bool,
+    /// Answer RESOURCE_ATTACH_BACKING with ERR_UNSPEC, attaching nothing.
+    pub attach_error: bool,
+    /// Never answer RESOURCE_DETACH_BACKING, keeping the backing.
+    pub detach_no_reply: bool,
+}
+
+impl FaultConfig {
+    /// True if any fault is enabled.
+    pub fn any(&self) -> bool {
+        self.detach_delay.is_some()
+            || self.detach_error
+            || self.attach_error
+            || self.detach_no_reply
+    }
+
+    /// Adds the fault described by `spec` (see `--test-only-fault`).
+    ///
+    /// # Errors
+    /// [`ConfigError::FaultSpec`] for an unknown or malformed spec.
+    pub fn add(&mut self, spec: &str) -> Result<(), ConfigError> {
+        let bad = || ConfigError::FaultSpec(spec.to_owned());
+        match spec {
+            "detach-error" => self.detach_error = true,
+            "attach-error" => self.attach_error = true,
+            "detach-no-reply" => self.detach_no_reply = true,
+            _ => {
+                let ms = spec.strip_prefix("detach-delay-ms=").ok_or_else(bad)?;
+                let ms: u64 = ms.parse().map_err(|_| bad())?;
+                if ms > MAX_FAULT_DELAY_MS {
+                    return Err(bad());
+                }
+                self.detach_delay = Some(Duration::from_millis(ms));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Where the vhost-user connection comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListenOn {
+    /// Listen on a unix socket at this path, one frontend after another.
+    SocketPath(PathBuf),
+    /// Serve the inherited descriptor: a connected socket or a listening
+    /// one; one frontend, then exit.
+    Fd(RawFd),
+}
 
 /// Configuration of the virtio-gpu device itself (what the worker needs).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,10 +91,16 @@ pub struct DeviceConfig {
     pub num_outputs: u32,
     /// Whether `VIRTIO_GPU_F_RESOURCE_BLOB` is offered.
     pub blob: bool,
+    /// Whether `VIRTIO_GPU_F_BLOB_SWAP` is offered (only with `blob`).
+    pub blob_swap: bool,
     /// Cap on memory entries per ATTACH_BACKING / CREATE_BLOB.
     pub max_backing_entries: u32,
     /// Cap on host memory for resource storage, in bytes.
     pub max_host_memory: u64,
+    /// Test-only fault injection.
+    pub faults: FaultConfig,
+    /// Test-only read digest log.
+    pub read_digest_log: Option<PathBuf>,
 }
 
 impl Default for DeviceConfig {
@@ -46,8 +110,11 @@ impl Default for DeviceConfig {
             height: 800,
             num_outputs: 1,
             blob: false,
+            blob_swap: false,
             max_backing_entries: 16384,
             max_host_memory: 1 << 30,
+            faults: FaultConfig::default(),
+            read_digest_log: None,
         }
     }
 }
@@ -55,8 +122,8 @@ impl Default for DeviceConfig {
 /// Complete, validated configuration of the daemon.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GpuConfig {
-    /// vhost-user socket to listen on.
-    pub socket_path: PathBuf,
+    /// Where the vhost-user connection comes from.
+    pub listen: ListenOn,
     /// Device parameters.
     pub device: DeviceConfig,
     /// Where to serve Prometheus metrics, if anywhere.
@@ -94,6 +161,18 @@ pub enum ConfigError {
     /// The socket path is empty.
     #[error("The socket path is empty")]
     EmptySocketPath,
+    /// Neither or both of --socket-path and --fd were given.
+    #[error("Exactly one of --socket-path and --fd is required")]
+    ListenChoice,
+    /// The --fd value is negative.
+    #[error("File descriptor {0} is not valid")]
+    Fd(i32),
+    /// A --test-only-fault spec is not understood.
+    #[error(
+        "Fault spec {0:?} is not one of detach-delay-ms=N (N <= {MAX_FAULT_DELAY_MS}), \
+         detach-error, attach-error, detach-no-reply"
+    )]
+    FaultSpec(String),
 }
 
 /// Parses a size such as `1G`, `512M`, `64k` or `4096` (suffixes are powers
@@ -134,8 +213,20 @@ impl TryFrom<GpuArgs> for GpuConfig {
     type Error = ConfigError;
 
     fn try_from(args: GpuArgs) -> Result<Self, Self::Error> {
-        if args.socket_path.as_os_str().is_empty() {
-            return Err(ConfigError::EmptySocketPath);
+        let listen = match (args.socket_path, args.fd) {
+            (Some(path), None) => {
+                if path.as_os_str().is_empty() {
+                    return Err(ConfigError::EmptySocketPath);
+                }
+                ListenOn::SocketPath(path)
+            }
+            (None, Some(fd)) if fd >= 0 => ListenOn::Fd(fd),
+            (None, Some(fd)) => return Err(ConfigError::Fd(fd)),
+            _ => return Err(ConfigError::ListenChoice),
+        };
+        let mut faults = FaultConfig::default();
+        for spec in &args.test_only_fault {
+            faults.add(spec)?;
         }
         for (name, value) in [("width", args.width), ("height", args.height)] {
             if !(1..=MAX_DIMENSION).contains(&value) {
@@ -158,14 +249,17 @@ impl TryFrom<GpuArgs> for GpuConfig {
         let metrics_log_interval =
             (args.metrics_log_interval > 0).then(|| Duration::from_secs(args.metrics_log_interval));
         Ok(Self {
-            socket_path: args.socket_path,
+            listen,
             device: DeviceConfig {
                 width: args.width,
                 height: args.height,
                 num_outputs: args.num_outputs,
                 blob: args.blob,
+                blob_swap: args.blob && !args.no_blob_swap,
                 max_backing_entries: args.max_backing_entries,
                 max_host_memory,
+                faults,
+                read_digest_log: args.test_only_read_digest_log,
             },
             metrics_listen,
             metrics_log_interval,
@@ -191,7 +285,10 @@ mod tests {
 
         let config = GpuConfig::try_from(args).expect("valid config");
 
-        assert_eq!(config.socket_path, PathBuf::from("/tmp/gpu.sock"));
+        assert_eq!(
+            config.listen,
+            ListenOn::SocketPath(PathBuf::from("/tmp/gpu.sock"))
+        );
         assert_eq!(config.device, DeviceConfig::default());
         assert_eq!(config.device.max_host_memory, 1 << 30);
         assert_eq!(config.metrics_listen, None);
@@ -227,8 +324,11 @@ mod tests {
                 height: 768,
                 num_outputs: 4,
                 blob: true,
+                blob_swap: true,
                 max_backing_entries: 100,
                 max_host_memory: 512 << 20,
+                faults: FaultConfig::default(),
+                read_digest_log: None,
             }
         );
         assert_eq!(
@@ -245,6 +345,72 @@ mod tests {
         let result = GpuArgs::try_parse_from(argv);
 
         assert!(result.is_err());
+    }
+
+    #[test]
+    fn test_config_from_args_fd_is_accepted() {
+        let argv = ["vhost-user-gpu", "--fd=3"];
+
+        let config = GpuConfig::try_from(GpuArgs::try_parse_from(argv).expect("parse"));
+
+        assert_eq!(config.expect("valid").listen, ListenOn::Fd(3));
+    }
+
+    #[test]
+    fn test_config_from_args_fd_and_socket_path_conflict() {
+        let argv = ["vhost-user-gpu", "--fd=3", "--socket-path", "/tmp/x"];
+
+        let result = GpuArgs::try_parse_from(argv);
+
+        assert!(result.is_err());
+    }
+
+    #[test]
+    fn test_config_from_args_print_capabilities_needs_no_socket() {
+        let argv = ["vhost-user-gpu", "--print-capabilities"];
+
+        let args = GpuArgs::try_parse_from(argv).expect("parse");
+
+        assert!(args.print_capabilities);
+    }
+
+    #[test]
+    fn test_config_from_args_no_blob_swap_turns_the_feature_off() {
+        let with = GpuConfig::try_from(args(&["--blob"])).expect("valid");
+        let without = GpuConfig::try_from(args(&["--blob", "--no-blob-swap"])).expect("valid");
+        let no_blob = GpuConfig::try_from(args(&[])).expect("valid");
+
+        assert!(with.device.blob_swap);
+        assert!(!without.device.blob_swap);
+        assert!(!no_blob.device.blob_swap);
+    }
+
+    #[test]
+    fn test_config_from_args_faults_are_parsed() {
+        let config = GpuConfig::try_from(args(&[
+            "--test-only-fault",
+            "detach-delay-ms=250",
+            "--test-only-fault",
+            "attach-error",
+        ]))
+        .expect("valid");
+
+        assert_eq!(
+            config.device.faults,
+            FaultConfig {
+                detach_delay: Some(Duration::from_millis(250)),
+                attach_error: true,
+                ..FaultConfig::default()
+            }
+        );
+        assert!(config.device.faults.any());
+    }
+
+    #[test]
+    fn test_config_from_args_unknown_fault_is_rejected() {
+        let result = GpuConfig::try_from(args(&["--test-only-fault", "detach-delay-ms=x"]));
+
+        assert!(matches!(result, Err(ConfigError::FaultSpec(_))));
     }
 
     #[test]

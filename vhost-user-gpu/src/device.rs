@@ -27,6 +27,8 @@ use std::ops::Deref;
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::digest::{DigestLog, Fnv1a64, ReadOp, ReadRecord};
+
 use log::{debug, error, info, log_enabled, warn, Level};
 use vhost_user_backend::{VringRwLock, VringT};
 use virtio_queue::{DescriptorChain, QueueOwnedT, QueueT};
@@ -218,6 +220,9 @@ enum Completion {
     Nothing,
     /// A successful DETACH of this many bytes: its latency ends now.
     Detached(u64),
+    /// Test-only fault `detach-no-reply`: the chain is consumed and never
+    /// returned to the guest.
+    NoReply,
 }
 
 type CommandResult = Result<(GpuResponse, Completion), CommandError>;
@@ -243,6 +248,8 @@ pub struct Device {
     pixels: Vec<u8>,
     warn_limiter: LogLimiter,
     budget: MetaBudget,
+    /// Test-only read digest log.
+    digest_log: Option<DigestLog>,
 }
 
 impl std::fmt::Debug for Device {
@@ -252,6 +259,20 @@ impl std::fmt::Debug for Device {
             .field("display", &self.display)
             .field("acked_features", &self.mailbox.acked_features())
             .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Device {
+    /// Takes this device's resources out of the process-wide gauges: a
+    /// device ends with its connection (or a reset of the daemon), and the
+    /// next connection starts from nothing.
+    fn drop(&mut self) {
+        self.metrics.backing_released(self.state.attached_bytes());
+        for _ in 0..self.state.resource_count() {
+            self.metrics.resource_destroyed();
+        }
+        self.metrics.set_resources(0);
+        self.metrics.set_host_memory(0);
     }
 }
 
@@ -327,7 +348,22 @@ impl Device {
             max_backing_entries: config.max_backing_entries,
         };
         let budget = MetaBudget::new(config.max_host_memory);
+        let digest_log =
+            config
+                .read_digest_log
+                .as_deref()
+                .and_then(|path| match DigestLog::open(path) {
+                    Ok(log) => Some(log),
+                    Err(e) => {
+                        error!(
+                            "vhost-user-gpu: cannot open the read digest log {}: {e}",
+                            path.display()
+                        );
+                        None
+                    }
+                });
         Ok(Self {
+            digest_log,
             cmd_buf: vec![0; max_command_len(&limits)],
             resp_buf: vec![0; RESP_BUF_SIZE],
             pixels: Vec::new(),
@@ -536,7 +572,11 @@ impl Device {
             };
             let dequeued = Instant::now();
             let head = chain.head_index();
-            let used_len = self.process_chain(chain, &mem, kind, dequeued);
+            let Some(used_len) = self.process_chain(chain, &mem, kind, dequeued) else {
+                // Consumed without a reply (test-only fault).
+                self.mailbox.set_in_flight(kind.index(), false);
+                continue;
+            };
             let added = vring.add_used(head, used_len);
             self.mailbox.set_in_flight(kind.index(), false);
             if let Err(e) = added {
@@ -574,14 +614,16 @@ impl Device {
         0
     }
 
-    /// Serves one descriptor chain and returns the used length to report.
+    /// Serves one descriptor chain and returns the used length to report,
+    /// or `None` if the chain must not be returned to the guest (test-only
+    /// fault `detach-no-reply`).
     pub fn process_chain<M>(
         &mut self,
         chain: DescriptorChain<M>,
         mem: &GuestMemoryMmap<()>,
         kind: QueueKind,
         dequeued: Instant,
-    ) -> u32
+    ) -> Option<u32>
     where
         M: Deref<Target = GuestMemoryMmap<()>> + Clone,
     {
@@ -590,20 +632,20 @@ impl Device {
         let (mut reader, mut writer) = match (reader, writer) {
             (Ok(r), Ok(w)) => (r, w),
             (Err(e), _) | (_, Err(e)) => {
-                return self.decode_failure(format_args!("{e}"));
+                return Some(self.decode_failure(format_args!("{e}")));
             }
         };
         let room = writer.available_bytes();
         if kind == QueueKind::Control && room < HDR_SIZE {
-            return self.decode_failure(format_args!(
+            return Some(self.decode_failure(format_args!(
                 "{room} writable bytes, a response needs {HDR_SIZE}"
-            ));
+            )));
         }
 
         let len = reader.available_bytes();
         let n = len.min(self.cmd_buf.len());
         if let Err(e) = reader.read_exact(&mut self.cmd_buf[..n]) {
-            return self.decode_failure(format_args!("reading the request: {e}"));
+            return Some(self.decode_failure(format_args!("reading the request: {e}")));
         }
         let bytes = &self.cmd_buf[..n];
         let decoded = if len > self.cmd_buf.len() {
@@ -654,6 +696,9 @@ impl Device {
             }
         };
 
+        if completion == Completion::NoReply {
+            return None;
+        }
         let written = self.write_response(&hdr, &resp, &mut writer, kind);
         if let Completion::Detached(bytes) = completion {
             self.metrics.detached(bytes, dequeued.elapsed());
@@ -661,7 +706,7 @@ impl Device {
         if written > 0 && hdr.is_fenced() {
             self.metrics.fence_completed();
         }
-        u32::try_from(written).unwrap_or(0)
+        Some(u32::try_from(written).unwrap_or(0))
     }
 
     /// Counts and logs a failed command; returns its error response.
@@ -891,14 +936,14 @@ impl Device {
         let update = self
             .state
             .set_scanout(scanout_id, resource_id, res_rect(rect))?;
-        self.show_scanout(update);
+        self.show_scanout(update, None);
         ok(GpuResponse::OkNoData)
     }
 
     fn handle_resource_flush(&mut self, resource_id: u32, rect: Rect) -> CommandResult {
         let updates = self.state.flush(resource_id, res_rect(rect))?;
         for update in updates {
-            self.push_pixels(&update);
+            self.push_pixels(&update, Some(ReadOp::Flush));
         }
         ok(GpuResponse::OkNoData)
     }
@@ -909,12 +954,77 @@ impl Device {
         rect: Rect,
         offset: u64,
     ) -> CommandResult {
-        self.state
-            .transfer_to_host_2d(resource_id, res_rect(rect), offset)?;
+        let rect = res_rect(rect);
+        self.state.transfer_to_host_2d(resource_id, rect, offset)?;
+        if self.digest_log.is_some() && rect.width > 0 && rect.height > 0 {
+            self.log_transfer_digest(resource_id, rect);
+        }
         ok(GpuResponse::OkNoData)
     }
 
+    /// Logs the digest of what a TRANSFER_TO_HOST_2D of `rect` read, as the
+    /// renderer's host copy now holds it (see [`crate::digest`]).
+    fn log_transfer_digest(&mut self, resource_id: u32, rect: vugpu_resources::Rect) {
+        if !matches!(
+            self.state.resource_kind(resource_id),
+            Some(kind) if !kind.is_blob()
+        ) {
+            return;
+        }
+        let mut pixels = std::mem::take(&mut self.pixels);
+        let mut hasher = Fnv1a64::default();
+        let row_bytes = u64::from(rect.width) * 4;
+        let band_rows = u32::try_from((PIXEL_BAND_BYTES / row_bytes).max(1)).unwrap_or(u32::MAX);
+        let mut done = 0;
+        let mut failed = false;
+        while done < rect.height {
+            let rows = band_rows.min(rect.height - done);
+            let band = vugpu_resources::Rect {
+                y: rect.y + done,
+                height: rows,
+                ..rect
+            };
+            if let Err(e) = self.state.read_pixels(resource_id, band, &mut pixels) {
+                error!(
+                    "vhost-user-gpu: read digest of a transfer: {}",
+                    error_chain(&e)
+                );
+                failed = true;
+                break;
+            }
+            hasher.update(&pixels);
+            done += rows;
+        }
+        self.pixels = pixels;
+        if !failed {
+            self.append_digest(ReadRecord {
+                resource_id,
+                op: ReadOp::Transfer,
+                x: rect.x,
+                y: rect.y,
+                w: rect.width,
+                h: rect.height,
+                digest: hasher.value(),
+            });
+        }
+    }
+
+    fn append_digest(&mut self, record: ReadRecord) {
+        if let Some(log) = &mut self.digest_log {
+            if let Err(e) = log.append(&record) {
+                error!("vhost-user-gpu: writing the read digest log: {e}");
+            }
+        }
+    }
+
     fn handle_attach_backing(&mut self, resource_id: u32, entries: &[MemEntry]) -> CommandResult {
+        if self.config.faults.attach_error {
+            self.metrics.injected_fault();
+            return Err(CommandError::rejected(
+                ErrorCode::Unspec,
+                "test-only fault attach-error",
+            ));
+        }
         self.budget.check_new_ranges(entries.len())?;
         let bytes = self
             .state
@@ -925,10 +1035,29 @@ impl Device {
     }
 
     fn handle_detach_backing(&mut self, resource_id: u32) -> CommandResult {
+        let faults = &self.config.faults;
+        if faults.detach_no_reply {
+            self.metrics.injected_fault();
+            return Ok((GpuResponse::OkNoData, Completion::NoReply));
+        }
+        if faults.detach_error {
+            self.metrics.injected_fault();
+            return Err(CommandError::rejected(
+                ErrorCode::Unspec,
+                "test-only fault detach-error",
+            ));
+        }
+        let delay = faults.detach_delay;
         let ranges = self.ranges_of(resource_id);
         match self.state.detach_backing(resource_id) {
             Ok(bytes) => {
                 self.budget.release_ranges(ranges);
+                if let Some(delay) = delay {
+                    // Bounded by --test-only-fault detach-delay-ms (at most a
+                    // minute); only this worker waits.
+                    self.metrics.injected_fault();
+                    std::thread::sleep(delay);
+                }
                 Ok((GpuResponse::OkNoData, Completion::Detached(bytes)))
             }
             // Detaching what is not attached touches no guest memory: an
@@ -1012,6 +1141,20 @@ impl Device {
         rect: Rect,
     ) -> CommandResult {
         self.require_blob("SET_SCANOUT_BLOB without VIRTIO_GPU_F_RESOURCE_BLOB")?;
+        // A detached guest blob is never shown: its old pages may belong to
+        // anyone now (blob swap, DESIGN 4.5). Refused and counted like every
+        // access to a resource without backing, with or without the
+        // VIRTIO_GPU_F_BLOB_SWAP feature.
+        if resource_id != 0
+            && matches!(self.state.resource_kind(resource_id), Some(kind) if kind.is_blob())
+            && !self.state.has_backing(resource_id)
+        {
+            return Err(ResourceError::NoBacking {
+                id: resource_id,
+                op: "set scanout blob",
+            }
+            .into());
+        }
         let update = self.state.set_scanout_blob(
             scanout_id,
             resource_id,
@@ -1022,7 +1165,7 @@ impl Device {
             image.offsets,
             res_rect(rect),
         )?;
-        self.show_scanout(update);
+        self.show_scanout(update, Some(ReadOp::Scanout));
         ok(GpuResponse::OkNoData)
     }
 
@@ -1069,9 +1212,21 @@ impl Device {
         ok(GpuResponse::OkNoData)
     }
 
-    /// Tells the display about a scanout change and sends its content.
-    fn show_scanout(&mut self, update: ScanoutUpdate) {
+    /// True if reads of resource `id` for `op` go to the digest log.
+    fn digests(&self, id: u32, op: Option<ReadOp>) -> bool {
+        self.digest_log.is_some()
+            && op.is_some()
+            && matches!(self.state.resource_kind(id), Some(kind) if kind.is_blob())
+    }
+
+    /// Tells the display about a scanout change and sends its content;
+    /// `op` names the read for the digest log (blob scanouts).
+    fn show_scanout(&mut self, update: ScanoutUpdate, op: Option<ReadOp>) {
         if self.display.is_none() {
+            if update.resource_id != 0 && self.backing_readable(update.resource_id) {
+                // Headless: read only if the digest log wants it.
+                self.push_pixels(&update, op);
+            }
             return;
         }
         let (width, height) = if update.resource_id == 0 {
@@ -1088,7 +1243,7 @@ impl Device {
         // A guest blob without backing has no content to show yet; reading
         // it would be a refused access, so wait for a flush after ATTACH.
         if update.resource_id != 0 && self.backing_readable(update.resource_id) {
-            self.push_pixels(&update);
+            self.push_pixels(&update, op);
         }
     }
 
@@ -1101,18 +1256,23 @@ impl Device {
         }
     }
 
-    /// Reads the pixels of `update` and sends them to the display.
-    fn push_pixels(&mut self, update: &ScanoutUpdate) {
-        if self.display.is_none() || update.resource_id == 0 {
+    /// Reads the pixels of `update` and sends them to the display, and
+    /// logs their digest when `op` is given, the resource is a blob and the
+    /// digest log is on (then even without a display).
+    fn push_pixels(&mut self, update: &ScanoutUpdate, op: Option<ReadOp>) {
+        let digest = self.digests(update.resource_id, op);
+        if (self.display.is_none() && !digest) || update.resource_id == 0 {
             return;
         }
+        let mut hasher = Fnv1a64::default();
+        let mut complete = true;
         // Read and send in bands of whole rows so the host buffer stays
         // around PIXEL_BAND_BYTES whatever the resource size.
         let row_bytes = u64::from(update.src.width).saturating_mul(4).max(1);
         let band_rows = u32::try_from((PIXEL_BAND_BYTES / row_bytes).max(1)).unwrap_or(u32::MAX);
         let mut pixels = std::mem::take(&mut self.pixels);
         let mut done = 0;
-        while done < update.src.height && self.display.is_some() {
+        while done < update.src.height && (self.display.is_some() || digest) {
             let rows = band_rows.min(update.src.height - done);
             let src = vugpu_resources::Rect {
                 y: update.src.y + done,
@@ -1129,7 +1289,15 @@ impl Device {
                     update.scanout_id,
                     error_chain(&e)
                 );
+                complete = false;
                 break;
+            }
+            if digest {
+                hasher.update(&pixels);
+            }
+            if self.display.is_none() {
+                done += rows;
+                continue;
             }
             to_bgrx(update.format, &mut pixels);
             let rect = Rect {
@@ -1142,6 +1310,17 @@ impl Device {
             done += rows;
         }
         self.pixels = pixels;
+        if let (true, true, Some(op)) = (digest, complete, op) {
+            self.append_digest(ReadRecord {
+                resource_id: update.resource_id,
+                op,
+                x: update.src.x,
+                y: update.src.y,
+                w: update.src.width,
+                h: update.src.height,
+                digest: hasher.value(),
+            });
+        }
     }
 }
 

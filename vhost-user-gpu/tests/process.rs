@@ -93,9 +93,15 @@ fn test_metrics_tcp_listener_serves_prometheus_text() {
     );
 }
 
+fn fd_options() -> VmmOptions {
+    let mut opts = VmmOptions::new(&[]);
+    opts.inherit_fd = true;
+    opts
+}
+
 #[test]
-fn test_daemon_frontend_disconnect_exits_zero_and_removes_socket() {
-    let mut vmm = TestVmm::start(&[]);
+fn test_daemon_fd_frontend_disconnect_exits_zero() {
+    let mut vmm = TestVmm::start_with(fd_options());
     vmm.ok(&wire::resource_create_2d(
         1,
         wire::FORMAT_B8G8R8A8_UNORM,
@@ -110,7 +116,84 @@ fn test_daemon_frontend_disconnect_exits_zero_and_removes_socket() {
         "exit status {status}:\n{}",
         vmm.daemon_log_tail()
     );
-    assert!(!vmm.socket().exists(), "socket file left behind");
+}
+
+#[test]
+fn test_daemon_fd_keeps_other_inherited_descriptors_open() {
+    let mut vmm = TestVmm::start_with(fd_options());
+    let pid = vmm.pid();
+    let fd_path = format!("/proc/{pid}/fd/{}", common::INHERITED_FD);
+
+    let open_while_serving = std::fs::read_link(&fd_path).is_ok();
+    vmm.disconnect_and_wait();
+    let mut pipe = vmm.inherited_pipe.take().expect("pipe");
+    let mut rest = Vec::new();
+    let eof = std::io::Read::read_to_end(&mut pipe, &mut rest);
+
+    assert!(open_while_serving, "inherited descriptor was closed");
+    assert_eq!(eof.expect("pipe read"), 0);
+}
+
+#[test]
+fn test_daemon_fd_listening_socket_accepts_one_frontend_then_exits_zero() {
+    let mut opts = VmmOptions::new(&[]);
+    opts.inherit_listener = true;
+    let mut vmm = TestVmm::start_with(opts);
+    let resp = vmm.ctrl(&wire::get_display_info());
+
+    let status = vmm.disconnect_and_wait();
+
+    assert_eq!(resp.type_(), wire::RESP_OK_DISPLAY_INFO);
+    assert!(
+        status.success(),
+        "exit status {status}:\n{}",
+        vmm.daemon_log_tail()
+    );
+}
+
+#[test]
+fn test_daemon_socket_path_serves_a_fresh_device_after_disconnect() {
+    let mut vmm = TestVmm::start(&[]);
+    vmm.create_backed_2d(1, 64, 64, &page_entries(DATA_BASE, 4));
+
+    vmm.reconnect();
+    // Resource 1 is gone with the old device, so the id is free again.
+    let resp = vmm.ctrl(&wire::resource_create_2d(
+        1,
+        wire::FORMAT_B8G8R8A8_UNORM,
+        8,
+        8,
+    ));
+
+    assert_eq!(resp.type_(), wire::RESP_OK_NODATA);
+    assert_eq!(vmm.metric("vugpu_resources"), 1.0);
+    assert_eq!(vmm.metric("vugpu_attached_bytes"), 0.0);
+    vmm.assert_alive();
+    assert!(vmm.socket().exists(), "socket file removed while serving");
+}
+
+#[test]
+fn test_print_capabilities_prints_gpu_json_and_exits_zero() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_vhost-user-gpu"))
+        .arg("--print-capabilities")
+        .output()
+        .expect("run vhost-user-gpu");
+
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        r#"{"type":"gpu","features":[]}"#
+    );
+}
+
+#[test]
+fn test_daemon_without_socket_path_or_fd_fails() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_vhost-user-gpu"))
+        .arg("--blob")
+        .output()
+        .expect("run vhost-user-gpu");
+
+    assert!(!out.status.success());
 }
 
 #[test]
@@ -173,8 +256,10 @@ fn test_daemon_sigint_exits_zero_and_removes_socket() {
 }
 
 #[test]
-fn test_daemon_disconnect_with_resources_attached_exits_zero() {
-    let mut vmm = TestVmm::start(&["--blob"]);
+fn test_daemon_fd_disconnect_with_resources_attached_exits_zero() {
+    let mut opts = fd_options();
+    opts.args.push("--blob".to_owned());
+    let mut vmm = TestVmm::start_with(opts);
     vmm.create_backed_2d(1, 64, 64, &page_entries(DATA_BASE, 4));
     vmm.ok(&wire::set_scanout(0, 1, Rect::new(0, 0, 64, 64)));
     vmm.ok(&wire::resource_create_blob(
@@ -192,7 +277,6 @@ fn test_daemon_disconnect_with_resources_attached_exits_zero() {
         "exit status {status}:\n{}",
         vmm.daemon_log_tail()
     );
-    assert!(!vmm.socket().exists(), "socket file left behind");
 }
 
 #[test]

@@ -212,7 +212,9 @@ fn test_backing_region_removed_then_reattached_in_low_memory_works() {
 
 #[test]
 fn test_avail_index_jump_then_disconnect_exits_zero() {
-    let mut vmm = TestVmm::start(&[]);
+    let mut opts = VmmOptions::new(&[]);
+    opts.inherit_fd = true;
+    let mut vmm = TestVmm::start_with(opts);
     vmm.corrupt_avail_idx(CTRL_Q, 1000);
     vmm.kick(CTRL_Q);
     vmm.sync();

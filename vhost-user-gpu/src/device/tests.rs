@@ -86,7 +86,8 @@ impl Fixture {
         let chain = queue.build_desc_chain(&descs).expect("chain");
         let used = self
             .device
-            .process_chain(chain, &self.mem, QueueKind::Control, Instant::now());
+            .process_chain(chain, &self.mem, QueueKind::Control, Instant::now())
+            .expect("a reply");
         let mut out = vec![0u8; used as usize];
         self.mem
             .read_slice(&mut out, GuestAddress(RESP_ADDR))

@@ -185,7 +185,18 @@ pub struct VmmOptions {
     pub display_size: Option<(u32, u32)>,
     /// Leave a stale regular file at the socket path before starting.
     pub stale_socket_file: bool,
+    /// Start the daemon with `--fd=3` on one end of a connected socket pair
+    /// (as libvirt does) instead of `--socket-path`; the daemon also
+    /// inherits the write end of a pipe at [`INHERITED_FD`].
+    pub inherit_fd: bool,
+    /// Start the daemon with `--fd=3` on a listening socket bound at the
+    /// socket path (the test then connects to that path).
+    pub inherit_listener: bool,
 }
+
+/// Descriptor number of the extra pipe end a `--fd` daemon inherits (like
+/// libvirt's locked pid file), which it must keep open.
+pub const INHERITED_FD: i32 = 4;
 
 impl VmmOptions {
     /// Default options with the given daemon arguments.
@@ -197,6 +208,8 @@ impl VmmOptions {
             event_idx: true,
             display_size: None,
             stale_socket_file: false,
+            inherit_fd: false,
+            inherit_listener: false,
         }
     }
 }
@@ -231,6 +244,10 @@ pub struct TestVmm {
     pub features: u64,
     /// vhost-user protocol features acked.
     pub protocol_features: VhostUserProtocolFeatures,
+    /// The options the daemon was started with (reused by `reconnect`).
+    opts: VmmOptions,
+    /// Read end of the pipe whose write end a `--fd` daemon inherited.
+    pub inherited_pipe: Option<File>,
 }
 
 fn memfd(name: &str, size: u64) -> File {
@@ -284,10 +301,14 @@ impl TestVmm {
         if opts.stale_socket_file {
             std::fs::write(&socket_path, b"stale").expect("write stale socket file");
         }
-        let mut args = vec![
-            "--socket-path".to_owned(),
-            socket_path.display().to_string(),
-        ];
+        let mut args = if opts.inherit_fd || opts.inherit_listener {
+            vec!["--fd=3".to_owned()]
+        } else {
+            vec![
+                "--socket-path".to_owned(),
+                socket_path.display().to_string(),
+            ]
+        };
         if !opts.args.iter().any(|a| a == "--metrics-listen") {
             args.push("--metrics-listen".to_owned());
             args.push(format!("unix:{}", metrics_path.display()));
@@ -302,7 +323,50 @@ impl TestVmm {
             Ok(bin) => (bin, args[..2].to_vec()),
             Err(_) => (env!("CARGO_BIN_EXE_vhost-user-gpu").to_owned(), args),
         };
-        let child = Command::new(bin)
+        let mut command = Command::new(bin);
+        let mut inherited_pipe = None;
+        let mut connected = None;
+        if opts.inherit_fd {
+            let (ours, theirs) = UnixStream::pair().expect("vhost-user socketpair");
+            let mut pipe = [0; 2];
+            // SAFETY: `pipe` is a valid array of two ints for pipe2 to fill.
+            let rc = unsafe { libc::pipe2(pipe.as_mut_ptr(), libc::O_CLOEXEC) };
+            assert_eq!(rc, 0, "pipe2: {}", std::io::Error::last_os_error());
+            // SAFETY: pipe2 returned two fresh descriptors we own.
+            let (read_end, write_end) =
+                unsafe { (File::from_raw_fd(pipe[0]), File::from_raw_fd(pipe[1])) };
+            let theirs_fd = theirs.as_raw_fd();
+            let write_fd = write_end.as_raw_fd();
+            // SAFETY: the closure only calls dup2, which is async-signal-safe;
+            // both source descriptors stay open in the parent until spawn
+            // returns. dup2 clears FD_CLOEXEC on the new numbers.
+            unsafe {
+                std::os::unix::process::CommandExt::pre_exec(&mut command, move || {
+                    if libc::dup2(theirs_fd, 3) < 0 || libc::dup2(write_fd, INHERITED_FD) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+            inherited_pipe = Some((read_end, write_end, theirs));
+            connected = Some(ours);
+        }
+        let listener = opts
+            .inherit_listener
+            .then(|| std::os::unix::net::UnixListener::bind(&socket_path).expect("bind listener"));
+        if let Some(listener) = &listener {
+            let fd = listener.as_raw_fd();
+            // SAFETY: dup2 only, async-signal-safe; `listener` outlives spawn.
+            unsafe {
+                std::os::unix::process::CommandExt::pre_exec(&mut command, move || {
+                    if libc::dup2(fd, 3) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let child = command
             .args(&args)
             .env(
                 "RUST_LOG",
@@ -313,6 +377,9 @@ impl TestVmm {
             .stderr(log)
             .spawn()
             .expect("spawn vhost-user-gpu");
+        // The child has its copies; keep only the pipe's read end.
+        let inherited_pipe = inherited_pipe.map(|(read_end, _write_end, _theirs)| read_end);
+        drop(listener);
 
         let mut regions = vec![Region {
             gpa: 0,
@@ -327,13 +394,6 @@ impl TestVmm {
             });
         }
         let mem = build_memory(&regions);
-        let width = arg_value(&opts.args, "--width")
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(1280);
-        let height = arg_value(&opts.args, "--height")
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(800);
-
         let mut vmm = TestVmm {
             child: Some(child),
             dir,
@@ -347,8 +407,36 @@ impl TestVmm {
             display: None,
             features: 0,
             protocol_features: VhostUserProtocolFeatures::empty(),
+            opts: opts.clone(),
+            inherited_pipe,
         };
-        let stream = vmm.wait_for_socket();
+        let stream = match connected {
+            Some(stream) => stream,
+            None => vmm.wait_for_socket(),
+        };
+        vmm.connect_and_set_up(stream);
+        vmm
+    }
+
+    /// Closes the vhost-user connection and connects again (socket path
+    /// daemons only), setting up a new device like `start` does.
+    pub fn reconnect(&mut self) {
+        self.frontend = None;
+        self.raw = None;
+        self.display = None;
+        let stream = self.wait_for_socket();
+        self.connect_and_set_up(stream);
+    }
+
+    fn connect_and_set_up(&mut self, stream: UnixStream) {
+        let opts = self.opts.clone();
+        let width = arg_value(&opts.args, "--width")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1280);
+        let height = arg_value(&opts.args, "--height")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(800);
+        let vmm = self;
         // A backend that never replies must fail the test, not hang it.
         stream
             .set_read_timeout(Some(TIMEOUT))
@@ -365,7 +453,6 @@ impl TestVmm {
         vmm.set_features_and_memory();
         vmm.setup_rings();
         vmm.sync();
-        vmm
     }
 
     fn wait_for_socket(&mut self) -> UnixStream {
@@ -1052,6 +1139,11 @@ impl TestVmm {
             .set_config(offset, VhostUserConfigFlags::empty(), data)
     }
 
+    /// The daemon's process id.
+    pub fn pid(&mut self) -> u32 {
+        self.child_mut().id()
+    }
+
     /// Path of the daemon's vhost-user socket.
     pub fn socket(&self) -> &Path {
         &self.socket_path
@@ -1063,6 +1155,14 @@ impl Drop for TestVmm {
         self.frontend = None;
         self.raw = None;
         if let Some(mut child) = self.child.take() {
+            if child.try_wait().ok().flatten().is_none() {
+                // A --socket-path daemon keeps serving after a disconnect.
+                if let Ok(pid) = libc::pid_t::try_from(child.id()) {
+                    // SAFETY: kill has no memory-safety preconditions; the
+                    // child is not reaped yet, so its pid is not reused.
+                    unsafe { libc::kill(pid, libc::SIGTERM) };
+                }
+            }
             let deadline = Instant::now() + Duration::from_secs(2);
             while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(10));

@@ -558,3 +558,219 @@ fn test_transfer_gathers_odd_sized_scattered_and_adjacent_entries() {
     assert_eq!(data, content);
     assert_eq!(vmm.metric("vugpu_attached_bytes"), 1024.0);
 }
+
+/// 64-bit FNV-1a, written here independently of the daemon's.
+fn fnv1a64(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    })
+}
+
+/// The bytes of `rect` of a `width`-pixel-wide BGRA image in `buf` whose
+/// plane starts at `offset` with rows `stride` bytes apart.
+fn rect_bytes(buf: &[u8], offset: usize, stride: usize, rect: Rect) -> Vec<u8> {
+    let mut out = Vec::new();
+    for row in rect.y..rect.y + rect.height {
+        let start = offset + row as usize * stride + rect.x as usize * 4;
+        out.extend_from_slice(&buf[start..start + rect.width as usize * 4]);
+    }
+    out
+}
+
+/// A daemon with `args` plus a read digest log; returns it and the log path.
+fn start_with_digest_log(args: &[&str], display: bool) -> (TestVmm, std::path::PathBuf) {
+    let path = std::env::temp_dir().join(format!(
+        "vugpu-digest-{}-{}.jsonl",
+        std::process::id(),
+        DIGEST_LOGS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_file(&path);
+    let mut opts = VmmOptions::new(args);
+    opts.args.push("--test-only-read-digest-log".to_owned());
+    opts.args.push(path.display().to_string());
+    opts.display = display;
+    (TestVmm::start_with(opts), path)
+}
+
+static DIGEST_LOGS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+fn digest_lines(path: &std::path::Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+fn digest_line(id: u32, op: &str, r: Rect, digest: u64) -> String {
+    format!(
+        r#"{{"resource_id":{id},"op":"{op}","x":{},"y":{},"w":{},"h":{},"fnv1a64":"{digest:016x}"}}"#,
+        r.x, r.y, r.width, r.height
+    )
+}
+
+#[test]
+fn test_read_digest_log_transfer_digests_the_rect_as_read() {
+    let (mut vmm, path) = start_with_digest_log(&[], false);
+    let content = pattern(71, BYTES);
+    vmm.write_guest(SITE_A, &content);
+    vmm.create_backed_2d(1, W, H, &page_entries(SITE_A, 2));
+    let rect = Rect::new(8, 4, 16, 8);
+    let stride = W as usize * 4;
+    // As Linux sends it: the offset of the rect's first pixel.
+    let offset = 4 * stride as u64 + 8 * 4;
+
+    vmm.ok(&wire::transfer_to_host_2d(1, rect, offset));
+
+    let expected = fnv1a64(&rect_bytes(&content, 0, stride, rect));
+    assert_eq!(
+        digest_lines(&path),
+        vec![digest_line(1, "transfer", rect, expected)]
+    );
+    let _ = std::fs::remove_file(&path);
+}
+
+#[test]
+fn test_read_digest_log_transfer_after_reattach_elsewhere_digests_new_pages() {
+    let (mut vmm, path) = start_with_digest_log(&[], false);
+    vmm.write_guest(SITE_A, &pattern(72, BYTES));
+    vmm.create_backed_2d(1, W, H, &page_entries(SITE_A, 2));
+    vmm.ok(&wire::transfer_to_host_2d(1, FULL, 0));
+    vmm.ok(&wire::detach_backing(1));
+    let moved = pattern(73, BYTES);
+    vmm.write_guest(SITE_B, &moved);
+    vmm.ok(&wire::attach_backing(1, &page_entries(SITE_B, 2)));
+
+    vmm.ok(&wire::transfer_to_host_2d(1, FULL, 0));
+
+    let lines = digest_lines(&path);
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines[1], digest_line(1, "transfer", FULL, fnv1a64(&moved)));
+    let _ = std::fs::remove_file(&path);
+}
+
+#[test]
+fn test_read_digest_log_headless_blob_scanout_and_flush_are_logged() {
+    let (mut vmm, path) = start_with_digest_log(&["--blob"], false);
+    // A 16x8 image at offset 256 of a one-page blob, rows 128 bytes apart.
+    let blob = pattern(74, PAGE as usize);
+    vmm.write_guest(DATA_BASE, &blob);
+    vmm.ok(&wire::resource_create_blob(
+        1,
+        wire::BLOB_MEM_GUEST,
+        wire::BLOB_FLAG_USE_SHAREABLE,
+        PAGE,
+        &page_entries(DATA_BASE, 1),
+    ));
+    let shown = Rect::new(0, 0, 16, 8);
+    vmm.ok(&wire::set_scanout_blob_at(
+        0,
+        1,
+        shown,
+        (16, 8, wire::FORMAT_B8G8R8X8_UNORM, 128),
+        256,
+    ));
+    let damage = Rect::new(2, 3, 5, 4);
+
+    vmm.ok(&wire::resource_flush(1, damage));
+
+    assert_eq!(
+        digest_lines(&path),
+        vec![
+            digest_line(
+                1,
+                "scanout",
+                shown,
+                fnv1a64(&rect_bytes(&blob, 256, 128, shown))
+            ),
+            digest_line(
+                1,
+                "flush",
+                damage,
+                fnv1a64(&rect_bytes(&blob, 256, 128, damage))
+            ),
+        ]
+    );
+    let _ = std::fs::remove_file(&path);
+}
+
+#[test]
+fn test_fault_attach_error_answers_unspec_and_attaches_nothing() {
+    let mut vmm = TestVmm::start(&["--test-only-fault", "attach-error"]);
+    vmm.ok(&wire::resource_create_2d(
+        1,
+        wire::FORMAT_B8G8R8A8_UNORM,
+        W,
+        H,
+    ));
+
+    let attach = vmm.ctrl_type(&wire::attach_backing(1, &page_entries(SITE_A, 2)));
+    let transfer = vmm.ctrl_type(&wire::transfer_to_host_2d(1, FULL, 0));
+
+    assert_eq!(attach, wire::RESP_ERR_UNSPEC);
+    assert_eq!(transfer, wire::RESP_ERR_UNSPEC);
+    assert_eq!(vmm.metric("vugpu_injected_faults_total"), 1.0);
+    assert_eq!(vmm.metric("vugpu_attached_bytes"), 0.0);
+    assert!(vmm
+        .daemon_log()
+        .contains("TEST-ONLY FAULT INJECTION ENABLED"));
+}
+
+#[test]
+fn test_fault_detach_error_answers_unspec_and_keeps_the_backing() {
+    let mut vmm = TestVmm::start(&["--test-only-fault", "detach-error"]);
+    vmm.create_backed_2d(1, W, H, &page_entries(SITE_A, 2));
+
+    let detach = vmm.ctrl_type(&wire::detach_backing(1));
+    let transfer = vmm.ctrl_type(&wire::transfer_to_host_2d(1, FULL, 0));
+
+    assert_eq!(detach, wire::RESP_ERR_UNSPEC);
+    assert_eq!(transfer, wire::RESP_OK_NODATA);
+    assert_eq!(vmm.metric("vugpu_injected_faults_total"), 1.0);
+    assert_eq!(vmm.metric("vugpu_attached_bytes"), (2 * PAGE) as f64);
+}
+
+#[test]
+fn test_fault_detach_delay_delays_the_response_by_about_n_ms() {
+    let mut vmm = TestVmm::start(&["--test-only-fault", "detach-delay-ms=300"]);
+    vmm.create_backed_2d(1, W, H, &page_entries(SITE_A, 2));
+
+    let started = std::time::Instant::now();
+    vmm.ok(&wire::detach_backing(1));
+    let took = started.elapsed();
+
+    assert!(took >= std::time::Duration::from_millis(300), "{took:?}");
+    assert!(took < std::time::Duration::from_secs(3), "{took:?}");
+    assert_eq!(vmm.metric("vugpu_injected_faults_total"), 1.0);
+}
+
+#[test]
+fn test_fault_detach_no_reply_consumes_the_request_and_keeps_serving() {
+    let mut vmm = TestVmm::start(&["--test-only-fault", "detach-no-reply"]);
+    vmm.create_backed_2d(1, W, H, &page_entries(SITE_A, 2));
+    let detach = wire::detach_backing(1);
+    vmm.write_guest(0x1_0000, &detach);
+    vmm.push_chain(
+        common::CTRL_Q,
+        &[
+            common::Desc {
+                addr: 0x1_0000,
+                len: detach.len() as u32,
+                write: false,
+            },
+            common::Desc {
+                addr: 0x8_0000,
+                len: 24,
+                write: true,
+            },
+        ],
+    );
+    vmm.kick(common::CTRL_Q);
+    let answered = vmm.try_wait_used(common::CTRL_Q, std::time::Duration::from_millis(500));
+
+    let transfer = vmm.ctrl_type(&wire::transfer_to_host_2d(1, FULL, 0));
+
+    assert!(answered.is_none(), "DETACH_BACKING was answered");
+    assert_eq!(transfer, wire::RESP_OK_NODATA);
+    assert_eq!(vmm.metric("vugpu_injected_faults_total"), 1.0);
+}

@@ -511,3 +511,77 @@ fn test_second_gpu_set_socket_moves_display_to_new_socket() {
         }
     );
 }
+
+/// A 16x16 blob (one page) at `gpa` filled with `pattern(seed)`, shown on
+/// scanout 0.
+fn shown_blob(vmm: &mut TestVmm, gpa: u64, seed: u8) -> Vec<u8> {
+    let blob = pattern(seed, PAGE as usize);
+    vmm.write_guest(gpa, &blob);
+    vmm.ok(&wire::resource_create_blob(
+        1,
+        wire::BLOB_MEM_GUEST,
+        wire::BLOB_FLAG_USE_SHAREABLE,
+        PAGE,
+        &page_entries(gpa, 1),
+    ));
+    vmm.ok(&wire::set_scanout_blob(
+        0,
+        1,
+        Rect::new(0, 0, 16, 16),
+        (16, 16, wire::FORMAT_B8G8R8X8_UNORM, 64),
+    ));
+    blob
+}
+
+#[test]
+fn test_blob_swap_reattach_at_other_pages_shows_the_new_pages() {
+    let mut vmm = TestVmm::start(&["--blob"]);
+    shown_blob(&mut vmm, DATA_BASE, 61);
+    vmm.ok(&wire::detach_backing(1));
+    // The guest swapped the blob in at other pages, with other content
+    // than the old pages now hold.
+    let moved = pattern(62, PAGE as usize);
+    vmm.write_guest(DATA_BASE + 0x20_0000, &moved);
+    vmm.write_guest(DATA_BASE, &pattern(63, PAGE as usize));
+    vmm.ok(&wire::attach_backing(
+        1,
+        &page_entries(DATA_BASE + 0x20_0000, 1),
+    ));
+    let from = vmm.display_mark();
+
+    vmm.ok(&wire::resource_flush(1, Rect::new(0, 0, 16, 16)));
+    vmm.display_mark();
+
+    let updates = updates_until(&vmm, from, |m| matches!(m, DisplayMsg::CursorPos { .. }));
+    // The 16x16 image with 64-byte rows is the first KiB of the blob.
+    assert!(
+        compose(&updates, 16, 16) == moved[..1024],
+        "old pages shown"
+    );
+    assert_eq!(vmm.metric("vugpu_refused_guest_accesses_total"), 0.0);
+}
+
+#[test]
+fn test_blob_swap_detached_blob_is_never_read_and_refusals_are_counted() {
+    let mut vmm = TestVmm::start(&["--blob"]);
+    shown_blob(&mut vmm, DATA_BASE, 64);
+    vmm.ok(&wire::detach_backing(1));
+    let from = vmm.display_mark();
+
+    let flush = vmm.ctrl_type(&wire::resource_flush(1, Rect::new(0, 0, 16, 16)));
+    let scanout = vmm.ctrl_type(&wire::set_scanout_blob(
+        0,
+        1,
+        Rect::new(0, 0, 16, 16),
+        (16, 16, wire::FORMAT_B8G8R8X8_UNORM, 64),
+    ));
+    let transfer = vmm.ctrl_type(&wire::transfer_to_host_2d(1, Rect::new(0, 0, 16, 16), 0));
+    vmm.display_mark();
+
+    assert_eq!(flush, wire::RESP_ERR_UNSPEC);
+    assert_eq!(scanout, wire::RESP_ERR_UNSPEC);
+    assert_eq!(transfer, wire::RESP_ERR_UNSPEC);
+    assert_eq!(vmm.metric("vugpu_refused_guest_accesses_total"), 3.0);
+    let updates = updates_until(&vmm, from, |m| matches!(m, DisplayMsg::CursorPos { .. }));
+    assert!(updates.is_empty(), "pixels of a detached blob were sent");
+}

@@ -380,3 +380,41 @@ fn test_config_num_scanouts_write_is_ignored_without_dropping_connection() {
     assert_eq!(wire::le32(&vmm.read_config(), 8), 2);
     vmm.assert_alive();
 }
+
+#[test]
+fn test_headless_generic_device_offers_every_feature_itself_and_answers_get_config() {
+    // As behind QEMU 10.2's vhost-user-test-device-pci: no display socket,
+    // no features added by QEMU.
+    let mut opts = VmmOptions::new(&["--blob", "--num-outputs", "2"]);
+    opts.display = false;
+    let mut vmm = TestVmm::start_with(opts);
+
+    let offered = vhost::VhostBackend::get_features(vmm.frontend()).expect("GET_FEATURES");
+    let config = vmm.read_config();
+    let info = vmm.ctrl_type(&wire::get_display_info());
+
+    for (bit, name) in [
+        (32, "VERSION_1"),
+        (29, "EVENT_IDX"),
+        (28, "INDIRECT_DESC"),
+        (3, "RESOURCE_BLOB"),
+        (1, "EDID"),
+        (2, "RESOURCE_UUID"),
+        (23, "BLOB_SWAP"),
+    ] {
+        assert_ne!(offered & (1u64 << bit), 0, "{name} not offered");
+    }
+    // events_read 0, events_clear 0, num_scanouts 2, num_capsets 0.
+    assert_eq!(config, [0, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0]);
+    assert_eq!(info, wire::RESP_OK_DISPLAY_INFO);
+}
+
+#[test]
+fn test_no_blob_swap_withholds_the_feature() {
+    let mut vmm = TestVmm::start(&["--blob", "--no-blob-swap"]);
+
+    let offered = vhost::VhostBackend::get_features(vmm.frontend()).expect("GET_FEATURES");
+
+    assert_eq!(offered & (1u64 << 23), 0);
+    assert_ne!(offered & (1u64 << 3), 0);
+}

@@ -80,7 +80,8 @@ pub struct GpuArgs {
     /// Offer VIRTIO_GPU_F_RESOURCE_BLOB: guest-memory blob resources
     /// (RESOURCE_CREATE_BLOB with BLOB_MEM_GUEST) and SET_SCANOUT_BLOB.
     /// QEMU's vhost-user-gpu-pci never passes this feature to the guest; use
-    /// vhost-user-device-pci (virtio-id=16) for it.
+    /// QEMU 10.2's vhost-user-test-device-pci (virtio-id=16) for it. Also
+    /// offers the experimental VIRTIO_GPU_F_BLOB_SWAP (see --no-blob-swap).
     #[arg(long)]
     pub blob: bool,
 

@@ -4,6 +4,8 @@
 
 mod common;
 
+use std::os::fd::AsRawFd;
+
 use common::wire::{self, Rect};
 use common::{
     entry, page_entries, DisplayMsg, TestVmm, CTRL_Q, CURSOR_Q, DATA_BASE, MEM_SIZE, PAGE,
@@ -755,4 +757,276 @@ fn test_backing_ranges_beyond_host_memory_budget_return_out_of_memory() {
     assert_eq!(resp.type_(), wire::RESP_ERR_OUT_OF_MEMORY);
     assert_eq!(vmm.metric("vugpu_attached_bytes"), 0.0);
     vmm.assert_alive();
+}
+
+// ---------------------------------------------------------------------------
+// Malformed vhost-user messages from the frontend: each one is refused (a
+// non-zero REPLY_ACK, or an empty reply where the request has its own) and
+// the connection keeps serving with the state it had.
+
+const SET_OWNER: u32 = 3;
+const SET_MEM_TABLE: u32 = 5;
+const SET_VRING_NUM: u32 = 8;
+const SET_VRING_ADDR: u32 = 9;
+const GET_VRING_BASE: u32 = 11;
+const SET_VRING_KICK: u32 = 12;
+const ADD_MEM_REG: u32 = 37;
+const UNKNOWN_REQUEST: u32 = 99;
+
+/// A SET_MEM_TABLE payload for `regions` (gpa, size, uva, mmap_offset),
+/// announcing `count` regions.
+fn mem_table(count: u32, regions: &[(u64, u64, u64, u64)]) -> Vec<u8> {
+    let mut p = Vec::new();
+    p.extend_from_slice(&count.to_le_bytes());
+    p.extend_from_slice(&0u32.to_le_bytes());
+    for &(gpa, size, uva, offset) in regions {
+        for v in [gpa, size, uva, offset] {
+            p.extend_from_slice(&v.to_le_bytes());
+        }
+    }
+    p
+}
+
+fn vring_state(index: u32, num: u32) -> Vec<u8> {
+    let mut p = index.to_le_bytes().to_vec();
+    p.extend_from_slice(&num.to_le_bytes());
+    p
+}
+
+/// Asserts `ack` is a refusal, that it was counted, and that the device
+/// still works on its old memory table and rings: a resource is created,
+/// backed, uploaded and detached.
+fn assert_refused_and_serving(vmm: &mut TestVmm, ack: u64, refusals: f64) {
+    assert_ne!(ack, 0, "request was accepted");
+    assert_eq!(
+        vmm.metric("vugpu_frontend_messages_refused_total"),
+        refusals
+    );
+    vmm.assert_alive();
+    let id = 100 + refusals as u32;
+    vmm.create_backed_2d(id, 32, 32, &page_entries(DATA_BASE, 1));
+    vmm.ok(&wire::transfer_to_host_2d(id, Rect::new(0, 0, 32, 32), 0));
+    vmm.ok(&wire::detach_backing(id));
+}
+
+#[test]
+fn test_vhost_mem_table_region_of_size_zero_is_refused() {
+    let mut vmm = start();
+    let file = common::memfd("zero", MEM_SIZE);
+    let table = mem_table(1, &[(0, 0, common::VA_OFFSET, 0)]);
+
+    let ack = vmm.acked_request(SET_MEM_TABLE, &table, &[file.as_raw_fd()]);
+
+    assert_refused_and_serving(&mut vmm, ack, 1.0);
+}
+
+#[test]
+fn test_vhost_mem_table_overlapping_regions_are_refused() {
+    let mut vmm = start();
+    let a = common::memfd("a", MEM_SIZE);
+    let b = common::memfd("b", MEM_SIZE);
+    let table = mem_table(
+        2,
+        &[
+            (0, MEM_SIZE, common::VA_OFFSET, 0),
+            (MEM_SIZE / 2, MEM_SIZE, common::VA_OFFSET + MEM_SIZE, 0),
+        ],
+    );
+
+    let ack = vmm.acked_request(SET_MEM_TABLE, &table, &[a.as_raw_fd(), b.as_raw_fd()]);
+
+    assert_refused_and_serving(&mut vmm, ack, 1.0);
+}
+
+#[test]
+fn test_vhost_mem_table_wrapping_region_is_refused() {
+    let mut vmm = start();
+    let file = common::memfd("wrap", MEM_SIZE);
+    let table = mem_table(1, &[(u64::MAX - PAGE + 1, 2 * PAGE, common::VA_OFFSET, 0)]);
+
+    let ack = vmm.acked_request(SET_MEM_TABLE, &table, &[file.as_raw_fd()]);
+
+    assert_refused_and_serving(&mut vmm, ack, 1.0);
+}
+
+#[test]
+fn test_vhost_mem_table_more_regions_than_sent_is_refused() {
+    let mut vmm = start();
+    let file = common::memfd("short", MEM_SIZE);
+    let table = mem_table(3, &[(0, MEM_SIZE, common::VA_OFFSET, 0)]);
+
+    let ack = vmm.acked_request(SET_MEM_TABLE, &table, &[file.as_raw_fd()]);
+
+    assert_refused_and_serving(&mut vmm, ack, 1.0);
+}
+
+#[test]
+fn test_vhost_mem_table_region_beyond_end_of_file_is_refused() {
+    let mut vmm = start();
+    // One page of file, a region of 64 MiB at offset 0: mapping it would
+    // SIGBUS on the first access past the first page.
+    let file = common::memfd("small", PAGE);
+    let table = mem_table(1, &[(0, MEM_SIZE, common::VA_OFFSET, 0)]);
+
+    let ack = vmm.acked_request(SET_MEM_TABLE, &table, &[file.as_raw_fd()]);
+
+    assert_refused_and_serving(&mut vmm, ack, 1.0);
+}
+
+#[test]
+fn test_vhost_mem_table_offset_past_end_of_file_is_refused() {
+    let mut vmm = start();
+    let file = common::memfd("offset", MEM_SIZE);
+    let table = mem_table(1, &[(0, MEM_SIZE, common::VA_OFFSET, PAGE)]);
+
+    let ack = vmm.acked_request(SET_MEM_TABLE, &table, &[file.as_raw_fd()]);
+
+    assert_refused_and_serving(&mut vmm, ack, 1.0);
+}
+
+#[test]
+fn test_vhost_ring_size_zero_is_refused() {
+    let mut vmm = start();
+
+    let ack = vmm.acked_request(SET_VRING_NUM, &vring_state(0, 0), &[]);
+
+    assert_refused_and_serving(&mut vmm, ack, 1.0);
+}
+
+#[test]
+fn test_vhost_ring_size_not_power_of_two_is_refused() {
+    let mut vmm = start();
+
+    let ack = vmm.acked_request(SET_VRING_NUM, &vring_state(0, 255), &[]);
+
+    assert_refused_and_serving(&mut vmm, ack, 1.0);
+}
+
+#[test]
+fn test_vhost_ring_size_above_maximum_is_refused() {
+    let mut vmm = start();
+
+    let ack = vmm.acked_request(SET_VRING_NUM, &vring_state(0, 2048), &[]);
+
+    assert_refused_and_serving(&mut vmm, ack, 1.0);
+}
+
+#[test]
+fn test_vhost_ring_address_outside_mapped_memory_is_refused() {
+    let mut vmm = start();
+    let mut addr = 0u32.to_le_bytes().to_vec(); // queue 0
+    addr.extend_from_slice(&0u32.to_le_bytes()); // flags
+    let outside = common::VA_OFFSET + 2 * MEM_SIZE;
+    for a in [common::VA_OFFSET, outside, common::VA_OFFSET + 0x1000, 0] {
+        addr.extend_from_slice(&a.to_le_bytes()); // desc, used, avail, log
+    }
+
+    let ack = vmm.acked_request(SET_VRING_ADDR, &addr, &[]);
+
+    assert_refused_and_serving(&mut vmm, ack, 1.0);
+}
+
+#[test]
+fn test_vhost_ring_straddling_end_of_memory_is_refused() {
+    let mut vmm = start();
+    let mut addr = 0u32.to_le_bytes().to_vec();
+    addr.extend_from_slice(&0u32.to_le_bytes());
+    // The 4 KiB descriptor table of a 256-entry ring starts 16 bytes before
+    // the end of guest memory.
+    let desc = common::VA_OFFSET + MEM_SIZE - 16;
+    for a in [
+        desc,
+        common::VA_OFFSET + 0x2000,
+        common::VA_OFFSET + 0x1000,
+        0,
+    ] {
+        addr.extend_from_slice(&a.to_le_bytes());
+    }
+
+    let ack = vmm.acked_request(SET_VRING_ADDR, &addr, &[]);
+
+    assert_refused_and_serving(&mut vmm, ack, 1.0);
+}
+
+#[test]
+fn test_vhost_queue_index_out_of_range_is_refused() {
+    let mut vmm = start();
+
+    let ack = vmm.acked_request(SET_VRING_NUM, &vring_state(5, 256), &[]);
+
+    assert_refused_and_serving(&mut vmm, ack, 1.0);
+}
+
+#[test]
+fn test_vhost_get_vring_base_out_of_range_gets_an_empty_reply() {
+    let mut vmm = start();
+
+    let (code, _, body) = vmm
+        .raw_request(GET_VRING_BASE, &vring_state(7, 0), &[], false, true)
+        .expect("reply");
+
+    assert_eq!(code, GET_VRING_BASE);
+    assert_eq!(body, vring_state(7, 0));
+    assert_refused_and_serving(&mut vmm, 1, 1.0);
+}
+
+#[test]
+fn test_vhost_vring_kick_out_of_range_is_refused() {
+    let mut vmm = start();
+    let kick = vmm_sys_util::eventfd::EventFd::new(0).expect("eventfd");
+
+    let ack = vmm.acked_request(SET_VRING_KICK, &9u64.to_le_bytes(), &[kick.as_raw_fd()]);
+
+    assert_refused_and_serving(&mut vmm, ack, 1.0);
+}
+
+#[test]
+fn test_vhost_unknown_request_is_refused() {
+    let mut vmm = start();
+
+    let ack = vmm.acked_request(UNKNOWN_REQUEST, &[1, 2, 3, 4], &[]);
+
+    assert_refused_and_serving(&mut vmm, ack, 1.0);
+}
+
+#[test]
+fn test_vhost_second_set_owner_is_refused() {
+    let mut vmm = start();
+
+    let ack = vmm.acked_request(SET_OWNER, &[], &[]);
+
+    assert_refused_and_serving(&mut vmm, ack, 1.0);
+}
+
+#[test]
+fn test_vhost_add_mem_reg_without_configure_mem_slots_is_refused() {
+    let mut vmm = start();
+    let file = common::memfd("slot", MEM_SIZE);
+    let mut region = 0u64.to_le_bytes().to_vec(); // padding
+    for v in [HIGH, MEM_SIZE, common::VA_OFFSET + HIGH, 0] {
+        region.extend_from_slice(&v.to_le_bytes());
+    }
+
+    let ack = vmm.acked_request(ADD_MEM_REG, &region, &[file.as_raw_fd()]);
+
+    assert_refused_and_serving(&mut vmm, ack, 1.0);
+}
+
+/// A guest address far above the test's memory.
+const HIGH: u64 = 0x10_0000_0000;
+
+#[test]
+fn test_vhost_refusals_in_a_row_leave_the_connection_usable() {
+    let mut vmm = start();
+    let acks = [
+        vmm.acked_request(SET_VRING_NUM, &vring_state(0, 0), &[]),
+        vmm.acked_request(UNKNOWN_REQUEST, &[], &[]),
+        vmm.acked_request(SET_VRING_NUM, &vring_state(9, 256), &[]),
+    ];
+
+    let resp = vmm.ctrl(&wire::get_display_info());
+
+    assert!(acks.iter().all(|&a| a != 0), "{acks:?}");
+    assert_eq!(resp.type_(), wire::RESP_OK_DISPLAY_INFO);
+    assert_refused_and_serving(&mut vmm, 1, 3.0);
 }

@@ -70,7 +70,7 @@ const INDIRECT_TABLE: u64 = 0xf_f000;
 /// The "VMM virtual address" of GPA 0 we tell the backend. Any value works
 /// as long as ring addresses use the same offset; a fixed one keeps ring
 /// addresses valid across memory-table updates.
-const VA_OFFSET: u64 = 0x7f00_0000_0000;
+pub const VA_OFFSET: u64 = 0x7f00_0000_0000;
 const VRING_DESC_F_NEXT: u16 = 1;
 const VRING_DESC_F_WRITE: u16 = 2;
 const VRING_DESC_F_INDIRECT: u16 = 4;
@@ -250,7 +250,8 @@ pub struct TestVmm {
     pub inherited_pipe: Option<File>,
 }
 
-fn memfd(name: &str, size: u64) -> File {
+/// A memfd of `size` bytes.
+pub fn memfd(name: &str, size: u64) -> File {
     let cname = std::ffi::CString::new(name).expect("memfd name");
     // SAFETY: `cname` is a valid NUL-terminated string that outlives the call;
     // memfd_create has no other memory-safety preconditions.
@@ -613,6 +614,59 @@ impl TestVmm {
             .expect("send GPU_SET_SOCKET");
         assert_eq!(sent, hdr.len());
         self.sync();
+    }
+
+    /// Sends a raw vhost-user request with `payload` and `fds` attached;
+    /// with `need_reply` sets NEED_REPLY. If `expect_reply`, reads the
+    /// reply (bounded by the socket's read timeout) and returns its request
+    /// code, flags and payload.
+    pub fn raw_request(
+        &mut self,
+        request: u32,
+        payload: &[u8],
+        fds: &[std::os::fd::RawFd],
+        need_reply: bool,
+        expect_reply: bool,
+    ) -> Option<(u32, u32, Vec<u8>)> {
+        let flags: u32 = if need_reply { 0x9 } else { 0x1 };
+        let mut msg = Vec::new();
+        msg.extend_from_slice(&request.to_le_bytes());
+        msg.extend_from_slice(&flags.to_le_bytes());
+        msg.extend_from_slice(&u32::try_from(payload.len()).expect("size").to_le_bytes());
+        msg.extend_from_slice(payload);
+        let raw = self.raw.as_ref().expect("raw socket");
+        let sent = if fds.is_empty() {
+            (&*raw).write(&msg).expect("send request")
+        } else {
+            raw.send_with_fds(&[&msg[..]], fds).expect("send request")
+        };
+        assert_eq!(sent, msg.len());
+        if !expect_reply {
+            return None;
+        }
+        let mut hdr = [0u8; 12];
+        (&*raw).read_exact(&mut hdr).expect("reply header");
+        let size = wire::le32(&hdr, 8) as usize;
+        let mut body = vec![0u8; size];
+        (&*raw).read_exact(&mut body).expect("reply payload");
+        Some((wire::le32(&hdr, 0), wire::le32(&hdr, 4), body))
+    }
+
+    /// Sends a request with NEED_REPLY (REPLY_ACK is negotiated) and returns
+    /// the acked value: 0 accepted, anything else refused.
+    pub fn acked_request(
+        &mut self,
+        request: u32,
+        payload: &[u8],
+        fds: &[std::os::fd::RawFd],
+    ) -> u64 {
+        let (code, flags, body) = self
+            .raw_request(request, payload, fds, true, true)
+            .expect("reply");
+        assert_eq!(code, request, "ack for another request");
+        assert_eq!(flags & 0x4, 0x4, "not a reply");
+        assert_eq!(body.len(), 8, "ack payload");
+        wire::le64(&body, 0)
     }
 
     /// Writes `data` at guest address `gpa`.

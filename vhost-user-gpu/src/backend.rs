@@ -110,14 +110,25 @@ pub struct Pending {
     pub display: Option<DisplaySocket>,
 }
 
+/// Per-queue bookkeeping shared by the worker and `stop_vring`.
+#[derive(Debug, Default)]
+struct QueueStates {
+    /// A popped chain has not been returned to the used ring yet.
+    busy: [bool; NUM_QUEUES],
+    /// `stop_vring` gave up waiting for the busy chain: its completion must
+    /// be dropped, never written to the stopped ring.
+    abandoned: [bool; NUM_QUEUES],
+    /// Number of `stop_vring` calls waiting for a chain to complete.
+    waiters: usize,
+}
+
 /// What the frontend thread shares with the worker's [`Device`].
 #[derive(Default)]
 pub struct Mailbox {
     pending: Mutex<Pending>,
     acked_features: AtomicU64,
-    /// Per queue: a popped chain has not been returned to the used ring yet.
-    in_flight: Mutex<[bool; NUM_QUEUES]>,
-    /// Signalled when an in-flight chain completes.
+    queues: Mutex<QueueStates>,
+    /// Signalled when an in-flight chain completes while a stop waits.
     idle: Condvar,
 }
 
@@ -142,30 +153,70 @@ impl Mailbox {
         self.acked_features.store(features, Ordering::Release);
     }
 
-    /// Marks whether a chain popped from `queue` is being served. The
-    /// worker sets it while it still holds the vring lock it popped under,
-    /// so a frontend that marked the ring not ready and then waits in
+    /// Marks a chain popped from `queue` as being served. The worker calls
+    /// it while it still holds the vring lock it popped under, so a
+    /// frontend that marked the ring not ready and then waits in
     /// [`Mailbox::wait_idle`] cannot miss a chain.
-    pub fn set_in_flight(&self, queue: usize, busy: bool) {
-        if let Some(slot) = lock(&self.in_flight).get_mut(queue) {
-            *slot = busy;
-        }
-        if !busy {
-            self.idle.notify_all();
+    pub fn start_chain(&self, queue: usize) {
+        let mut states = lock(&self.queues);
+        if let Some(slot) = states.busy.get_mut(queue) {
+            *slot = true;
         }
     }
 
+    /// Ends the chain being served on `queue`: runs `publish` (which writes
+    /// the used ring) unless a stop gave up waiting for this chain, in which
+    /// case the completion is dropped and `false` returned. `publish` runs
+    /// under the queue lock, so a stop either sees the chain completed or
+    /// is sure it never will be.
+    ///
+    /// Wakes a waiting stop only if there is one (no futex call per
+    /// command otherwise).
+    pub fn finish_chain(&self, queue: usize, publish: impl FnOnce()) -> bool {
+        let mut states = lock(&self.queues);
+        let abandoned = states.abandoned.get(queue).copied().unwrap_or(false);
+        if abandoned {
+            if let Some(slot) = states.abandoned.get_mut(queue) {
+                *slot = false;
+            }
+        } else {
+            publish();
+        }
+        if let Some(slot) = states.busy.get_mut(queue) {
+            *slot = false;
+        }
+        if states.waiters > 0 {
+            self.idle.notify_all();
+        }
+        !abandoned
+    }
+
+    /// Ends the chain on `queue` without publishing anything (the chain is
+    /// consumed without a reply).
+    pub fn drop_chain(&self, queue: usize) {
+        self.finish_chain(queue, || {});
+    }
+
     /// Waits up to `timeout` until no chain of `queue` is being served;
-    /// returns false on timeout.
+    /// returns false on timeout, after marking the busy chain abandoned so
+    /// that the worker never publishes it to the (stopped) ring.
     pub fn wait_idle(&self, queue: usize, timeout: Duration) -> bool {
-        let guard = lock(&self.in_flight);
-        let (guard, _) = self
+        let mut states = lock(&self.queues);
+        states.waiters += 1;
+        let (mut states, _) = self
             .idle
-            .wait_timeout_while(guard, timeout, |busy| {
-                busy.get(queue).copied().unwrap_or(false)
+            .wait_timeout_while(states, timeout, |s| {
+                s.busy.get(queue).copied().unwrap_or(false)
             })
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        !guard.get(queue).copied().unwrap_or(false)
+        states.waiters -= 1;
+        let busy = states.busy.get(queue).copied().unwrap_or(false);
+        if busy {
+            if let Some(slot) = states.abandoned.get_mut(queue) {
+                *slot = true;
+            }
+        }
+        !busy
     }
 }
 
@@ -298,7 +349,13 @@ impl GpuBackend {
         log::trace!("vhost-user-gpu: worker event {device_event}");
         let kicks_before = kick_fds(vrings);
         let result = self.with_device(|device| {
-            device.apply_mailbox();
+            // Drain the wake-up counter before taking the posted work: work
+            // posted after the drain writes the counter again and gets its
+            // own pass; draining after taking would lose it until the next
+            // guest kick.
+            drain_then_apply(device_event == WAKE_EVENT, &self.shared.wake, || {
+                device.apply_mailbox();
+            });
             match device_event {
                 CONTROL_QUEUE | CURSOR_QUEUE => {
                     let kind = if device_event == CONTROL_QUEUE {
@@ -311,10 +368,7 @@ impl GpuBackend {
                         None => warn!("vhost-user-gpu: no vring for queue {device_event}"),
                     }
                 }
-                WAKE_EVENT => {
-                    // Posted work was applied above; drain the counter.
-                    let _ = self.shared.wake.read();
-                }
+                WAKE_EVENT => {}
                 other => warn!("vhost-user-gpu: unexpected event {other}"),
             }
             log::trace!("vhost-user-gpu: worker event {device_event} done");
@@ -322,6 +376,14 @@ impl GpuBackend {
         prime_replaced_kicks(vrings, &kicks_before);
         result
     }
+}
+
+/// For a wake-up event, reads (drains) `wake` first, then runs `apply`.
+fn drain_then_apply(is_wake: bool, wake: &EventFd, apply: impl FnOnce()) {
+    if is_wake {
+        let _ = wake.read();
+    }
+    apply();
 }
 
 /// The kick eventfd of every vring, by descriptor number.
@@ -447,7 +509,8 @@ impl VhostUserBackend for GpuBackend {
         let queue = usize::try_from(queue_index).unwrap_or(usize::MAX);
         if !self.shared.mailbox.wait_idle(queue, STOP_VRING_TIMEOUT) {
             warn!(
-                "vhost-user-gpu: queue {queue_index} still serving a request after {STOP_VRING_TIMEOUT:?}; stopping anyway"
+                "vhost-user-gpu: queue {queue_index} still serving a request after \
+                 {STOP_VRING_TIMEOUT:?}; stopping anyway and dropping its completion"
             );
         }
         Ok(())
@@ -659,7 +722,7 @@ mod tests {
     #[test]
     fn test_mailbox_wait_idle_times_out_while_a_chain_is_in_flight() {
         let mailbox = Mailbox::default();
-        mailbox.set_in_flight(0, true);
+        mailbox.start_chain(0);
 
         let idle = mailbox.wait_idle(0, Duration::from_millis(10));
 
@@ -670,17 +733,58 @@ mod tests {
     #[test]
     fn test_mailbox_wait_idle_returns_when_the_chain_completes() {
         let mailbox = Arc::new(Mailbox::default());
-        mailbox.set_in_flight(0, true);
+        mailbox.start_chain(0);
         let worker = Arc::clone(&mailbox);
         let done = std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(20));
-            worker.set_in_flight(0, false);
+            worker.finish_chain(0, || {})
         });
 
         let idle = mailbox.wait_idle(0, Duration::from_secs(5));
 
         assert!(idle);
-        done.join().expect("worker thread");
+        assert!(done.join().expect("worker thread"));
+    }
+
+    #[test]
+    fn test_mailbox_chain_abandoned_by_a_timed_out_stop_is_not_published() {
+        let mailbox = Mailbox::default();
+        mailbox.start_chain(0);
+        let idle = mailbox.wait_idle(0, Duration::from_millis(10));
+        let mut published = false;
+
+        let kept = mailbox.finish_chain(0, || published = true);
+
+        assert!(!idle);
+        assert!(!kept);
+        assert!(!published, "completion written to a stopped ring");
+        // The next chain (after the frontend restarted the ring) publishes.
+        mailbox.start_chain(0);
+        assert!(mailbox.finish_chain(0, || {}));
+    }
+
+    #[test]
+    fn test_mailbox_finish_without_waiting_stop_does_not_notify() {
+        let mailbox = Mailbox::default();
+        mailbox.start_chain(0);
+
+        let kept = mailbox.finish_chain(0, || {});
+
+        assert!(kept);
+        assert_eq!(lock(&mailbox.queues).waiters, 0);
+    }
+
+    #[test]
+    fn test_wake_posted_while_applying_is_not_lost() {
+        // The frontend posts work (and writes the wake eventfd) while the
+        // worker is applying the mailbox: the eventfd must stay readable so
+        // that the worker makes another pass for it.
+        let wake = EventFd::new(EFD_NONBLOCK).expect("eventfd");
+        wake.write(1).expect("first post");
+
+        drain_then_apply(true, &wake, || wake.write(1).expect("racing post"));
+
+        assert_eq!(wake.read().expect("wake still pending"), 1);
     }
 
     #[test]

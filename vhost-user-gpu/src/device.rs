@@ -143,13 +143,17 @@ pub const RANGE_OVERHEAD_BYTES: u64 = 256;
 /// scattered entries to each, gets `ERR_OUT_OF_MEMORY` instead of growing
 /// the daemon without bound.
 ///
-/// Ranges dropped by a memory-table change stay charged until their
-/// resource is detached, unreferenced or reset (a conservative count).
+/// The charge lives where backings are created and dropped: each
+/// resource's ranges are charged when its backing is attached and released
+/// when that backing goes, whether by DETACH, UNREF, reset or a memory-table
+/// change that dropped it ([`MetaBudget::retain`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct MetaBudget {
     max_resources: usize,
     max_ranges: u64,
     ranges: u64,
+    /// Ranges and bytes charged per resource with backing.
+    charged: std::collections::BTreeMap<u32, (u64, u64)>,
 }
 
 impl MetaBudget {
@@ -160,6 +164,7 @@ impl MetaBudget {
                 .max(1),
             max_ranges: (max_host_memory / RANGE_OVERHEAD_BYTES).max(1),
             ranges: 0,
+            charged: std::collections::BTreeMap::new(),
         }
     }
 
@@ -188,20 +193,48 @@ impl MetaBudget {
         }
     }
 
-    fn add_ranges(&mut self, n: usize) {
+    /// Charges resource `id`'s new backing of `ranges` ranges, `bytes`
+    /// bytes.
+    fn charge(&mut self, id: u32, ranges: usize, bytes: u64) {
+        let ranges = u64::try_from(ranges).unwrap_or(u64::MAX);
+        if ranges == 0 {
+            return;
+        }
+        let old = self.charged.insert(id, (ranges, bytes));
         self.ranges = self
             .ranges
-            .saturating_add(u64::try_from(n).unwrap_or(u64::MAX));
+            .saturating_add(ranges)
+            .saturating_sub(old.map_or(0, |(r, _)| r));
     }
 
-    fn release_ranges(&mut self, n: usize) {
-        self.ranges = self
-            .ranges
-            .saturating_sub(u64::try_from(n).unwrap_or(u64::MAX));
+    /// Releases resource `id`'s charge (its backing is gone).
+    fn release(&mut self, id: u32) {
+        if let Some((ranges, _)) = self.charged.remove(&id) {
+            self.ranges = self.ranges.saturating_sub(ranges);
+        }
+    }
+
+    /// Releases the charge of every resource for which `has_backing` is
+    /// false (backing dropped by a memory-table change); returns the bytes
+    /// of backing so released.
+    fn retain(&mut self, has_backing: impl Fn(u32) -> bool) -> u64 {
+        let mut released_bytes = 0;
+        let mut released_ranges = 0;
+        self.charged.retain(|&id, &mut (ranges, bytes)| {
+            let keep = has_backing(id);
+            if !keep {
+                released_ranges += ranges;
+                released_bytes += bytes;
+            }
+            keep
+        });
+        self.ranges = self.ranges.saturating_sub(released_ranges);
+        released_bytes
     }
 
     fn clear(&mut self) {
         self.ranges = 0;
+        self.charged.clear();
     }
 }
 
@@ -250,6 +283,8 @@ pub struct Device {
     budget: MetaBudget,
     /// Test-only read digest log.
     digest_log: Option<DigestLog>,
+    /// `GpuState::dropped_backings_total` when the budget last caught up.
+    seen_dropped_backings: u64,
 }
 
 impl std::fmt::Debug for Device {
@@ -364,6 +399,7 @@ impl Device {
                 });
         Ok(Self {
             digest_log,
+            seen_dropped_backings: 0,
             cmd_buf: vec![0; max_command_len(&limits)],
             resp_buf: vec![0; RESP_BUF_SIZE],
             pixels: Vec::new(),
@@ -451,9 +487,9 @@ impl Device {
         info!("vhost-user-gpu: device reset, every resource dropped");
     }
 
-    /// Re-derives host pointers after a memory table change.
+    /// Re-derives host pointers after a memory table change, and releases
+    /// the budget and gauge of backings the change dropped.
     fn refresh_memory(&mut self) {
-        let before = self.state.attached_bytes();
         match self.state.refresh_memory() {
             Ok(true) => info!("vhost-user-gpu: guest memory table changed, backing re-derived"),
             Ok(false) => {}
@@ -462,13 +498,15 @@ impl Device {
                 error_chain(&e)
             ),
         }
-        let after = self.state.attached_bytes();
-        if after < before {
-            warn!(
-                "vhost-user-gpu: {} bytes of backing left guest memory and were dropped",
-                before - after
-            );
-            self.metrics.backing_released(before - after);
+        // The state may also have dropped backing on its own (it refreshes
+        // before every guest-memory access); its counter says when.
+        let dropped = self.state.dropped_backings_total();
+        if dropped != self.seen_dropped_backings {
+            self.seen_dropped_backings = dropped;
+            let state = &self.state;
+            let released = self.budget.retain(|id| state.has_backing(id));
+            warn!("vhost-user-gpu: {released} bytes of backing left guest memory and were dropped");
+            self.metrics.backing_released(released);
         }
     }
 
@@ -554,7 +592,7 @@ impl Device {
                     .iter(mem.clone())
                     .map(|mut chains| chains.next());
                 if matches!(next, Ok(Some(_))) {
-                    self.mailbox.set_in_flight(kind.index(), true);
+                    self.mailbox.start_chain(kind.index());
                 }
                 next
             };
@@ -574,11 +612,23 @@ impl Device {
             let head = chain.head_index();
             let Some(used_len) = self.process_chain(chain, &mem, kind, dequeued) else {
                 // Consumed without a reply (test-only fault).
-                self.mailbox.set_in_flight(kind.index(), false);
+                self.mailbox.drop_chain(kind.index());
                 continue;
             };
-            let added = vring.add_used(head, used_len);
-            self.mailbox.set_in_flight(kind.index(), false);
+            let mut added = Ok(());
+            let published = self.mailbox.finish_chain(kind.index(), || {
+                added = vring.add_used(head, used_len);
+            });
+            if !published {
+                // GET_VRING_BASE gave up waiting for this chain: the ring is
+                // stopped and may be reused by the guest; never write it.
+                guest_warn!(
+                    self.warn_limiter,
+                    "vhost-user-gpu: {kind:?} queue was stopped while descriptor {head} \
+                     was served; dropping its completion"
+                );
+                return Drained::Stopped;
+            }
             if let Err(e) = added {
                 guest_warn!(
                     self.warn_limiter,
@@ -918,9 +968,27 @@ impl Device {
     }
 
     fn handle_resource_unref(&mut self, resource_id: u32) -> CommandResult {
-        let ranges = self.ranges_of(resource_id);
+        // As QEMU and crosvm do: a scanout showing the resource is disabled
+        // first, and the unref succeeds (the Linux driver never retries a
+        // failed unref, so refusing would leak the resource and its id).
+        if self.state.resource_kind(resource_id).is_some() {
+            for scanout_id in 0..self.config.num_outputs {
+                if self.state.scanout_resource(scanout_id) != Some(resource_id) {
+                    continue;
+                }
+                let none = vugpu_resources::Rect {
+                    x: 0,
+                    y: 0,
+                    width: 0,
+                    height: 0,
+                };
+                if let Ok(update) = self.state.set_scanout(scanout_id, 0, none) {
+                    self.show_scanout(update, None);
+                }
+            }
+        }
         let released = self.state.unref(resource_id)?;
-        self.budget.release_ranges(ranges);
+        self.budget.release(resource_id);
         self.metrics.backing_released(released);
         self.metrics.resource_destroyed();
         self.update_gauges();
@@ -1029,7 +1097,8 @@ impl Device {
         let bytes = self
             .state
             .attach_backing(resource_id, &res_entries(entries))?;
-        self.budget.add_ranges(self.ranges_of(resource_id));
+        self.budget
+            .charge(resource_id, self.ranges_of(resource_id), bytes);
         self.metrics.attached(bytes);
         ok(GpuResponse::OkNoData)
     }
@@ -1048,10 +1117,9 @@ impl Device {
             ));
         }
         let delay = faults.detach_delay;
-        let ranges = self.ranges_of(resource_id);
         match self.state.detach_backing(resource_id) {
             Ok(bytes) => {
-                self.budget.release_ranges(ranges);
+                self.budget.release(resource_id);
                 if let Some(delay) = delay {
                     // Bounded by --test-only-fault detach-delay-ms (at most a
                     // minute); only this worker waits.
@@ -1124,7 +1192,8 @@ impl Device {
             size,
             &res_entries(entries),
         )?;
-        self.budget.add_ranges(self.ranges_of(resource_id));
+        self.budget
+            .charge(resource_id, self.ranges_of(resource_id), bytes);
         self.metrics.resource_created();
         if bytes > 0 {
             self.metrics.attached(bytes);
@@ -1188,7 +1257,8 @@ impl Device {
                 });
             }
             Some(image) => {
-                warn!(
+                guest_warn!(
+                    self.warn_limiter,
                     "vhost-user-gpu: cursor image of {} bytes, expected {CURSOR_BYTES}",
                     image.pixels.len()
                 );

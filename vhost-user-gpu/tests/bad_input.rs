@@ -428,14 +428,18 @@ fn test_resource_unref_unknown_returns_invalid_resource_id() {
 }
 
 #[test]
-fn test_resource_unref_while_scanned_out_is_refused() {
+fn test_resource_unref_while_scanned_out_succeeds_and_disables_the_scanout() {
     let mut vmm = start();
     create_64(&mut vmm, 1);
     vmm.ok(&wire::attach_backing(1, &page_entries(DATA_BASE, 4)));
     vmm.ok(&wire::set_scanout(0, 1, Rect::new(0, 0, 64, 64)));
+    let from = vmm.display_mark();
 
-    expect_error(&mut vmm, &wire::resource_unref(1), wire::RESP_ERR_UNSPEC);
-    // Still alive: its id is still taken.
+    vmm.ok(&wire::resource_unref(1));
+    vmm.display_mark();
+
+    // The id is free again, nothing is attached, and the display was told
+    // the scanout is off (SCANOUT of 0x0).
     assert_eq!(
         vmm.ctrl_type(&wire::resource_create_2d(
             1,
@@ -443,8 +447,35 @@ fn test_resource_unref_while_scanned_out_is_refused() {
             8,
             8
         )),
-        wire::RESP_ERR_INVALID_RESOURCE_ID
+        wire::RESP_OK_NODATA
     );
+    assert_eq!(vmm.metric("vugpu_attached_bytes"), 0.0);
+    let display = vmm.display.as_ref().expect("display");
+    let disabled = display.messages()[from..].iter().any(|m| {
+        matches!(
+            m,
+            DisplayMsg::Scanout {
+                scanout_id: 0,
+                width: 0,
+                height: 0
+            }
+        )
+    });
+    assert!(disabled, "scanout not disabled on the display");
+}
+
+#[test]
+fn test_resource_unref_of_scanned_out_resources_logs_boundedly() {
+    let mut vmm = start();
+    for _ in 0..200 {
+        create_64(&mut vmm, 1);
+        vmm.ok(&wire::set_scanout(0, 1, Rect::new(0, 0, 64, 64)));
+        vmm.ok(&wire::resource_unref(1));
+    }
+
+    let warnings = vmm.daemon_log().matches(" WARN ").count();
+
+    assert!(warnings < 50, "{warnings} WARN lines for 200 unrefs");
 }
 
 #[test]

@@ -585,3 +585,24 @@ fn test_blob_swap_detached_blob_is_never_read_and_refusals_are_counted() {
     let updates = updates_until(&vmm, from, |m| matches!(m, DisplayMsg::CursorPos { .. }));
     assert!(updates.is_empty(), "pixels of a detached blob were sent");
 }
+
+#[test]
+fn test_queue_stopped_after_get_vring_base_timeout_is_never_written_again() {
+    let (mut vmm, blocked) = stall_on_display_write(false);
+    vmm.set_reply_timeout(std::time::Duration::from_secs(5));
+    // GET_VRING_BASE gives up waiting for the stalled flush (bounded wait).
+    let base = vhost::VhostBackend::get_vring_base(vmm.frontend(), CTRL_Q);
+    let used_at_stop = vmm.used_idx(CTRL_Q);
+
+    // The display drains; the worker finishes the flush afterwards.
+    vmm.display.as_ref().expect("display").set_paused(false);
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+
+    assert!(blocked, "the daemon never blocked on the display socket");
+    assert!(base.is_ok(), "GET_VRING_BASE failed: {base:?}");
+    assert_eq!(
+        vmm.used_idx(CTRL_Q),
+        used_at_stop,
+        "used ring written after stop"
+    );
+}

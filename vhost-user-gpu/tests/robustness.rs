@@ -271,3 +271,41 @@ fn test_broken_ring_counts_few_decode_errors_and_logs_boundedly() {
         "{lines} error/warning lines for one broken ring"
     );
 }
+
+/// `n` one-page entries at `base`, every other page (so none coalesce).
+fn scattered(base: u64, n: u64) -> Vec<wire::MemEntry> {
+    (0..n)
+        .map(|i| entry(base + 2 * i * PAGE, PAGE as u32))
+        .collect()
+}
+
+#[test]
+fn test_backing_dropped_by_memory_update_releases_its_range_budget() {
+    // 16 KiB of --max-host-memory allows 16384 / 256 = 64 backing ranges.
+    let mut opts = VmmOptions::new(&["--blob", "--max-host-memory", "16K"]);
+    opts.high_region = true;
+    let mut vmm = TestVmm::start_with(opts);
+    vmm.ok(&wire::resource_create_blob(
+        1,
+        wire::BLOB_MEM_GUEST,
+        wire::BLOB_FLAG_USE_SHAREABLE,
+        60 * PAGE,
+        &scattered(HIGH_BASE, 60),
+    ));
+    // The VMM unplugs the region holding all 60 ranges; then the guest
+    // frees the resource.
+    vmm.remap_with(false, true);
+    vmm.ok(&wire::resource_unref(1));
+
+    // Nothing is attached anywhere now, so 10 ranges must fit.
+    let resp = vmm.ctrl_type(&wire::resource_create_blob(
+        2,
+        wire::BLOB_MEM_GUEST,
+        wire::BLOB_FLAG_USE_SHAREABLE,
+        10 * PAGE,
+        &scattered(DATA_BASE, 10),
+    ));
+
+    assert_eq!(resp, wire::RESP_OK_NODATA);
+    assert_eq!(vmm.metric("vugpu_attached_bytes"), (10 * PAGE) as f64);
+}

@@ -851,6 +851,15 @@ impl TestVmm {
         self.sync();
     }
 
+    /// The used ring's index of `queue` as the device last published it.
+    pub fn used_idx(&self, queue: usize) -> u16 {
+        let mut idx = [0u8; 2];
+        self.mem
+            .read_slice(&mut idx, GuestAddress(self.rings[queue].used + 2))
+            .expect("read used idx");
+        u16::from_le_bytes(idx)
+    }
+
     /// Kicks `queue`.
     pub fn kick(&self, queue: usize) {
         self.rings[queue].kick.write(1).expect("kick");

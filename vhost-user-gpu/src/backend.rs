@@ -62,7 +62,7 @@ use std::time::Duration;
 
 use log::{debug, error, info, warn};
 use vhost::vhost_user::message::{VhostUserProtocolFeatures, VhostUserVirtioFeatures};
-use vhost::vhost_user::GpuBackend as DisplaySocket;
+use vhost::vhost_user::GpuBackend as LibraryDisplaySocket;
 use vhost_user_backend::{VhostUserBackend, VringRwLock, VringT};
 use virtio_bindings::virtio_config::{VIRTIO_F_RING_RESET, VIRTIO_F_VERSION_1};
 use virtio_bindings::virtio_ring::{VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC};
@@ -107,7 +107,7 @@ pub struct Pending {
     /// The device was reset: drop every resource.
     pub reset: bool,
     /// A new display socket, not yet handshaken.
-    pub display: Option<DisplaySocket>,
+    pub display: Option<std::os::unix::net::UnixStream>,
 }
 
 /// Per-queue bookkeeping shared by the worker and `stop_vring`.
@@ -300,6 +300,13 @@ impl GpuBackend {
     /// Virtio features acknowledged by the driver.
     pub fn acked_features(&self) -> u64 {
         self.shared.mailbox.acked_features()
+    }
+
+    /// Hands the worker a new display socket (from GPU_SET_SOCKET); its
+    /// handshake runs on the worker.
+    pub fn set_display(&self, stream: std::os::unix::net::UnixStream) {
+        info!("vhost-user-gpu: display socket received");
+        self.post(|p| p.display = Some(stream));
     }
 
     /// Tells every worker thread to exit.
@@ -555,9 +562,12 @@ impl VhostUserBackend for GpuBackend {
         Ok(())
     }
 
-    fn set_gpu_socket(&self, socket: DisplaySocket) -> io::Result<()> {
-        info!("vhost-user-gpu: display socket received");
-        self.post(|p| p.display = Some(socket));
+    fn set_gpu_socket(&self, _socket: LibraryDisplaySocket) -> io::Result<()> {
+        // The request gate ([`crate::relay`]) takes GPU_SET_SOCKET's
+        // descriptor itself and hands it to [`GpuBackend::set_display`]:
+        // vhost's display socket type gives no access to the descriptor and
+        // blocks without a deadline. The library never sees the request.
+        warn!("vhost-user-gpu: GPU_SET_SOCKET reached the library; ignored");
         Ok(())
     }
 

@@ -477,7 +477,7 @@ impl Device {
         for scanout_id in shown {
             let failed = self
                 .display
-                .as_ref()
+                .as_mut()
                 .is_some_and(|d| d.set_scanout(scanout_id, 0, 0).is_err());
             if failed {
                 info!("vhost-user-gpu: display socket closed by the frontend during reset");
@@ -520,9 +520,9 @@ impl Device {
     /// socket and continues headless.
     fn with_display<T>(
         &mut self,
-        f: impl FnOnce(&Display) -> Result<T, DisplayError>,
+        f: impl FnOnce(&mut Display) -> Result<T, DisplayError>,
     ) -> Option<T> {
-        let display = self.display.as_ref()?;
+        let display = self.display.as_mut()?;
         match f(display) {
             Ok(v) => Some(v),
             Err(e) => {

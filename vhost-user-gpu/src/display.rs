@@ -3,30 +3,38 @@
 //! QEMU's `vhost-user-gpu-pci` hands the backend a second unix socket over
 //! which the backend *sends* display traffic: scanout geometry, pixel
 //! updates and cursor changes, and *asks* for the preferred display
-//! configuration and EDID. [`Display`] wraps that socket for the worker
-//! thread.
+//! configuration and EDID. [`Display`] speaks that protocol itself over a
+//! non-blocking socket, so that every exchange has a deadline:
 //!
-//! The protocol handshake (GET/SET_PROTOCOL_FEATURES) and every request that
-//! waits for a reply run on the worker thread, never on the vhost-user
-//! frontend thread: QEMU answers display requests from its main loop, which
-//! may itself be waiting for a vhost-user reply, so blocking the frontend
-//! thread on a display reply could deadlock both processes.
+//! - requests with a reply (protocol features, display info, EDID) wait at
+//!   most [`REQUEST_DEADLINE`] for the socket to accept the request and for
+//!   the reply; a frontend that does not answer is an error, and the caller
+//!   drops the display and runs headless;
+//! - pixel and cursor updates wait at most [`UPDATE_DEADLINE`] for room in
+//!   the socket. If the frontend stops reading, the rest of the message
+//!   being sent is kept (so the stream stays well-formed) and further pixel
+//!   and cursor updates are dropped after a [`STALL_PROBE`] wait, until the
+//!   frontend reads again; scanout geometry messages are queued (a bounded number)
+//!   rather than dropped. A stalled display thus costs display updates,
+//!   never the control queue, a reset or a shutdown. (vhost 0.18's own
+//!   sender retries EAGAIN in a loop, which would spin on a stalled peer.)
 //!
-//! Errors are returned as [`DisplayError`]; the caller logs them, drops the
-//! socket and continues headless (see [`crate::device`]).
+//! The handshake and every request that waits for a reply run on the worker
+//! thread, never on the vhost-user frontend thread: QEMU answers display
+//! requests from its main loop, which may itself be waiting for a vhost-user
+//! reply.
+//!
+//! A scanout larger than the display the frontend announced is clipped to
+//! it: the SCANOUT message and every update only cover the announced size.
 
-use std::io;
+use std::io::{self, Read, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
+use std::time::{Duration, Instant};
 
-use vhost::vhost_user::gpu_message::{
-    VhostUserGpuCursorPos, VhostUserGpuCursorUpdate, VhostUserGpuEdidRequest, VhostUserGpuScanout,
-    VhostUserGpuUpdate,
-};
-use vhost::vhost_user::message::VhostUserU64;
-use vhost::vhost_user::GpuBackend;
 use vugpu_protocol::{DisplayOne, Rect};
 
-/// `VHOST_USER_GPU_PROTOCOL_F_EDID` as a bit mask (vhost 0.18 defines the
-/// flag as the bit *number* 0, which cannot be tested as a mask).
+/// `VHOST_USER_GPU_PROTOCOL_F_EDID` as a bit mask.
 const PROTOCOL_F_EDID: u64 = 1 << 0;
 
 /// Cursor images are always 64x64 pixels of 4 bytes.
@@ -35,6 +43,36 @@ pub const CURSOR_BYTES: usize = 4 * 64 * 64;
 /// Largest pixel payload of one `VHOST_USER_GPU_UPDATE` message; larger
 /// rectangles are sent as several messages of whole rows.
 const MAX_UPDATE_PAYLOAD: usize = 1 << 20;
+
+/// Longest wait for a request with a reply (send and reply each).
+pub const REQUEST_DEADLINE: Duration = Duration::from_secs(1);
+/// Longest wait for room in the socket for one update message.
+pub const UPDATE_DEADLINE: Duration = Duration::from_millis(200);
+/// How long a message waits for the rest of an earlier, cut message to go
+/// out before it is dropped (display stalled) or queued.
+pub const STALL_PROBE: Duration = Duration::from_millis(20);
+/// Most bytes of queued geometry messages kept while the display is stalled.
+const MAX_QUEUED_BYTES: usize = 4096;
+/// Largest reply accepted (GET_EDID: 24 + 8 + 1024 bytes).
+const MAX_REPLY: usize = 2048;
+/// Number of modes in `virtio_gpu_resp_display_info`.
+const MAX_SCANOUTS: usize = 16;
+
+/// Display protocol request codes (`VhostUserGpuRequest`).
+mod req {
+    pub const GET_PROTOCOL_FEATURES: u32 = 1;
+    pub const SET_PROTOCOL_FEATURES: u32 = 2;
+    pub const GET_DISPLAY_INFO: u32 = 3;
+    pub const CURSOR_POS: u32 = 4;
+    pub const CURSOR_POS_HIDE: u32 = 5;
+    pub const CURSOR_UPDATE: u32 = 6;
+    pub const SCANOUT: u32 = 7;
+    pub const UPDATE: u32 = 8;
+    pub const GET_EDID: u32 = 11;
+}
+
+/// Header flag of a reply.
+const FLAG_REPLY: u32 = 0x4;
 
 /// A failed exchange on the display socket.
 #[derive(Debug, thiserror::Error)]
@@ -52,38 +90,93 @@ fn err(what: &'static str) -> impl FnOnce(io::Error) -> DisplayError {
 }
 
 /// The frontend's display, reached through the display socket.
+#[derive(Debug)]
 pub struct Display {
-    socket: GpuBackend,
+    stream: UnixStream,
     edid: bool,
+    /// Bytes accepted for sending but not yet written (the rest of a
+    /// message cut by a stall, then queued geometry messages).
+    out: Vec<u8>,
+    /// Announced size per scanout (from the frontend's display info).
+    announced: [(u32, u32); MAX_SCANOUTS],
+    /// Updates dropped because the display was stalled.
+    dropped: u64,
 }
 
-impl std::fmt::Debug for Display {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Display")
-            .field("edid", &self.edid)
-            .finish_non_exhaustive()
+/// Waits until `fd` is ready for `events` or `deadline` passes; true if
+/// ready.
+fn wait_ready(fd: i32, events: libc::c_short, deadline: Instant) -> io::Result<bool> {
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let ms = libc::c_int::try_from(left.as_millis()).unwrap_or(libc::c_int::MAX);
+        let mut pfd = libc::pollfd {
+            fd,
+            events,
+            revents: 0,
+        };
+        // SAFETY: `pfd` is a valid pollfd for the call; count 1 matches.
+        let rc = unsafe { libc::poll(&mut pfd, 1, ms) };
+        if rc < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        if rc > 0 {
+            if pfd.revents & (libc::POLLERR | libc::POLLNVAL) != 0 {
+                return Err(io::ErrorKind::BrokenPipe.into());
+            }
+            return Ok(true);
+        }
+        if Instant::now() >= deadline {
+            return Ok(false);
+        }
     }
 }
 
+fn header(request: u32, flags: u32, size: usize) -> [u8; 12] {
+    let mut h = [0u8; 12];
+    h[0..4].copy_from_slice(&request.to_le_bytes());
+    h[4..8].copy_from_slice(&flags.to_le_bytes());
+    h[8..12].copy_from_slice(&u32::try_from(size).unwrap_or(u32::MAX).to_le_bytes());
+    h
+}
+
 impl Display {
-    /// Performs the protocol handshake: asks the frontend for its protocol
-    /// features and enables EDID when it offers it.
+    /// Performs the protocol handshake on `stream` (made non-blocking):
+    /// asks the frontend for its protocol features, enables EDID when it
+    /// offers it, and reads its display configuration (the announced sizes
+    /// scanouts are clipped to).
     ///
     /// # Errors
-    /// A [`DisplayError`] when the frontend does not answer.
-    pub fn connect(socket: GpuBackend) -> Result<Self, DisplayError> {
-        let offered = socket
-            .get_protocol_features()
-            .map_err(err("GET_PROTOCOL_FEATURES"))?
-            .value;
+    /// A [`DisplayError`] when the frontend does not answer in time.
+    pub fn connect(stream: UnixStream) -> Result<Self, DisplayError> {
+        stream
+            .set_nonblocking(true)
+            .map_err(err("setting O_NONBLOCK"))?;
+        let mut display = Self {
+            stream,
+            edid: false,
+            out: Vec::new(),
+            announced: [(u32::MAX, u32::MAX); MAX_SCANOUTS],
+            dropped: 0,
+        };
+        let offered = display.request(req::GET_PROTOCOL_FEATURES, &[], "GET_PROTOCOL_FEATURES")?;
+        let offered = offered
+            .get(..8)
+            .and_then(|b| b.try_into().ok())
+            .map_or(0, u64::from_le_bytes);
         let wanted = offered & PROTOCOL_F_EDID;
-        socket
-            .set_protocol_features(&VhostUserU64::new(wanted))
-            .map_err(err("SET_PROTOCOL_FEATURES"))?;
-        Ok(Self {
-            socket,
-            edid: wanted & PROTOCOL_F_EDID != 0,
-        })
+        display.send_kept(
+            req::SET_PROTOCOL_FEATURES,
+            &wanted.to_le_bytes(),
+            &[],
+            "SET_PROTOCOL_FEATURES",
+        )?;
+        display.edid = wanted & PROTOCOL_F_EDID != 0;
+        display.display_info()?;
+        Ok(display)
     }
 
     /// Whether the frontend can provide EDID blobs.
@@ -91,79 +184,154 @@ impl Display {
         self.edid
     }
 
-    /// The frontend's preferred display configuration.
+    /// Updates dropped so far because the frontend was not reading.
+    pub fn dropped_updates(&self) -> u64 {
+        self.dropped
+    }
+
+    /// The size scanout `scanout_id` is clipped to (the frontend's
+    /// announced mode; unbounded if it announced none).
+    pub fn announced(&self, scanout_id: u32) -> (u32, u32) {
+        usize::try_from(scanout_id)
+            .ok()
+            .and_then(|i| self.announced.get(i).copied())
+            .unwrap_or((0, 0))
+    }
+
+    /// The frontend's preferred display configuration; also becomes the
+    /// size scanouts are clipped to.
     ///
     /// # Errors
-    /// A [`DisplayError`] when the exchange fails.
-    pub fn display_info(&self) -> Result<Vec<DisplayOne>, DisplayError> {
-        let info = self
-            .socket
-            .get_display_info()
-            .map_err(err("GET_DISPLAY_INFO"))?;
-        Ok(info
-            .pmodes
-            .iter()
-            .map(|m| DisplayOne {
+    /// A [`DisplayError`] when the exchange fails or times out.
+    pub fn display_info(&mut self) -> Result<Vec<DisplayOne>, DisplayError> {
+        let reply = self.request(req::GET_DISPLAY_INFO, &[], "GET_DISPLAY_INFO")?;
+        let mut modes = Vec::with_capacity(MAX_SCANOUTS);
+        for i in 0..MAX_SCANOUTS {
+            let at = 24 + i * 24;
+            let word = |o: usize| {
+                reply
+                    .get(at + o..at + o + 4)
+                    .and_then(|b| b.try_into().ok())
+                    .map_or(0, u32::from_le_bytes)
+            };
+            let mode = DisplayOne {
                 rect: Rect {
-                    x: m.r.x,
-                    y: m.r.y,
-                    width: m.r.width,
-                    height: m.r.height,
+                    x: word(0),
+                    y: word(4),
+                    width: word(8),
+                    height: word(12),
                 },
-                enabled: m.enabled != 0,
-                flags: m.flags,
-            })
-            .collect())
+                enabled: word(16) != 0,
+                flags: word(20),
+            };
+            if let Some(slot) = self.announced.get_mut(i) {
+                *slot = if mode.rect.width > 0 && mode.rect.height > 0 {
+                    (mode.rect.width, mode.rect.height)
+                } else {
+                    (u32::MAX, u32::MAX)
+                };
+            }
+            modes.push(mode);
+        }
+        Ok(modes)
     }
 
     /// The frontend's EDID for `scanout_id`, `None` when it offers no EDID.
     ///
     /// # Errors
-    /// A [`DisplayError`] when the exchange fails.
-    pub fn edid(&self, scanout_id: u32) -> Result<Option<Vec<u8>>, DisplayError> {
+    /// A [`DisplayError`] when the exchange fails or times out.
+    pub fn edid(&mut self, scanout_id: u32) -> Result<Option<Vec<u8>>, DisplayError> {
         if !self.edid {
             return Ok(None);
         }
-        let resp = self
-            .socket
-            .get_edid(&VhostUserGpuEdidRequest { scanout_id })
-            .map_err(err("GET_EDID"))?;
-        let len = usize::try_from(resp.size)
-            .unwrap_or(usize::MAX)
-            .min(resp.edid.len());
-        Ok(Some(resp.edid[..len].to_vec()))
+        let reply = self.request(req::GET_EDID, &scanout_id.to_le_bytes(), "GET_EDID")?;
+        let size = reply
+            .get(24..28)
+            .and_then(|b| b.try_into().ok())
+            .map_or(0, u32::from_le_bytes);
+        let blob = reply.get(32..).unwrap_or(&[]);
+        let len = usize::try_from(size).unwrap_or(usize::MAX).min(blob.len());
+        Ok(Some(blob[..len].to_vec()))
     }
 
-    /// Sets the geometry of a scanout; 0x0 disables it.
+    /// Sets the geometry of a scanout (clipped to the announced size); 0x0
+    /// disables it.
     ///
     /// # Errors
-    /// A [`DisplayError`] when the send fails.
+    /// A [`DisplayError`] when the socket failed or queued geometry
+    /// overflowed.
     pub fn set_scanout(
-        &self,
+        &mut self,
         scanout_id: u32,
         width: u32,
         height: u32,
     ) -> Result<(), DisplayError> {
-        self.socket
-            .set_scanout(&VhostUserGpuScanout {
-                scanout_id,
-                width,
-                height,
-            })
-            .map_err(err("SCANOUT"))
+        let (max_w, max_h) = self.announced(scanout_id);
+        let mut body = [0u8; 12];
+        body[0..4].copy_from_slice(&scanout_id.to_le_bytes());
+        body[4..8].copy_from_slice(&width.min(max_w).to_le_bytes());
+        body[8..12].copy_from_slice(&height.min(max_h).to_le_bytes());
+        self.send_kept(req::SCANOUT, &body, &[], "SCANOUT")
     }
 
     /// Sends the pixels of `rect` (x8r8g8b8, `rect.width * 4` bytes per
     /// row, rows packed) for `scanout_id`, split into messages of at most
-    /// `MAX_UPDATE_PAYLOAD` bytes.
+    /// `MAX_UPDATE_PAYLOAD` bytes. Rows and columns beyond the announced
+    /// display size are not sent.
     ///
     /// # Errors
-    /// A [`DisplayError`] when a send fails.
-    pub fn update(&self, scanout_id: u32, rect: Rect, pixels: &[u8]) -> Result<(), DisplayError> {
+    /// A [`DisplayError`] when the socket failed (a stall is not an error:
+    /// the update is dropped).
+    pub fn update(
+        &mut self,
+        scanout_id: u32,
+        rect: Rect,
+        pixels: &[u8],
+    ) -> Result<(), DisplayError> {
         let stride = usize::try_from(rect.width)
             .unwrap_or(usize::MAX)
             .saturating_mul(4);
         if stride == 0 || rect.height == 0 {
+            return Ok(());
+        }
+        let (max_w, max_h) = self.announced(scanout_id);
+        if rect.x >= max_w || rect.y >= max_h {
+            return Ok(());
+        }
+        let visible_w = rect.width.min(max_w - rect.x);
+        let visible_h = rect.height.min(max_h - rect.y);
+        let visible_rows = usize::try_from(visible_h).unwrap_or(usize::MAX);
+        if visible_w < rect.width {
+            // Clipped columns: repack the visible part row by row (only for
+            // a scanout larger than the announced display).
+            let row = usize::try_from(visible_w).unwrap_or(0) * 4;
+            let mut packed = Vec::with_capacity(row * visible_rows);
+            for chunk in pixels.chunks(stride).take(visible_rows) {
+                packed.extend_from_slice(chunk.get(..row).unwrap_or(chunk));
+            }
+            let clipped = Rect {
+                width: visible_w,
+                height: visible_h,
+                ..rect
+            };
+            return self.send_rows(scanout_id, clipped, &packed, row);
+        }
+        let bytes = visible_rows.saturating_mul(stride).min(pixels.len());
+        let clipped = Rect {
+            height: visible_h,
+            ..rect
+        };
+        self.send_rows(scanout_id, clipped, &pixels[..bytes], stride)
+    }
+
+    fn send_rows(
+        &mut self,
+        scanout_id: u32,
+        rect: Rect,
+        pixels: &[u8],
+        stride: usize,
+    ) -> Result<(), DisplayError> {
+        if stride == 0 {
             return Ok(());
         }
         let rows_per_msg = (MAX_UPDATE_PAYLOAD / stride).max(1);
@@ -173,18 +341,23 @@ impl Display {
             if rows == 0 {
                 break;
             }
-            let update = VhostUserGpuUpdate {
+            let mut body = [0u8; 20];
+            let y = rect
+                .y
+                .saturating_add(u32::try_from(first_row).unwrap_or(u32::MAX));
+            for (k, v) in [
                 scanout_id,
-                x: rect.x,
-                y: rect
-                    .y
-                    .saturating_add(u32::try_from(first_row).unwrap_or(u32::MAX)),
-                width: rect.width,
-                height: u32::try_from(rows).unwrap_or(u32::MAX),
-            };
-            self.socket
-                .update_scanout(&update, &chunk[..rows * stride])
-                .map_err(err("UPDATE"))?;
+                rect.x,
+                y,
+                rect.width,
+                u32::try_from(rows).unwrap_or(u32::MAX),
+            ]
+            .into_iter()
+            .enumerate()
+            {
+                body[k * 4..k * 4 + 4].copy_from_slice(&v.to_le_bytes());
+            }
+            self.send_droppable(req::UPDATE, &body, &chunk[..rows * stride], "UPDATE")?;
         }
         Ok(())
     }
@@ -192,9 +365,9 @@ impl Display {
     /// Shows `image` (64x64 x8r8g8b8 with alpha) as the cursor at `pos`.
     ///
     /// # Errors
-    /// A [`DisplayError`] when the send fails.
+    /// A [`DisplayError`] when the socket failed.
     pub fn cursor_update(
-        &self,
+        &mut self,
         scanout_id: u32,
         x: u32,
         y: u32,
@@ -202,33 +375,328 @@ impl Display {
         hot_y: u32,
         image: &[u8; CURSOR_BYTES],
     ) -> Result<(), DisplayError> {
-        let update = VhostUserGpuCursorUpdate {
-            pos: VhostUserGpuCursorPos { scanout_id, x, y },
-            hot_x,
-            hot_y,
-        };
-        self.socket
-            .cursor_update(&update, image)
-            .map_err(err("CURSOR_UPDATE"))
+        let mut body = [0u8; 20];
+        for (k, v) in [scanout_id, x, y, hot_x, hot_y].into_iter().enumerate() {
+            body[k * 4..k * 4 + 4].copy_from_slice(&v.to_le_bytes());
+        }
+        self.send_droppable(req::CURSOR_UPDATE, &body, image, "CURSOR_UPDATE")
     }
 
     /// Moves the cursor.
     ///
     /// # Errors
-    /// A [`DisplayError`] when the send fails.
-    pub fn cursor_pos(&self, scanout_id: u32, x: u32, y: u32) -> Result<(), DisplayError> {
-        self.socket
-            .cursor_pos(&VhostUserGpuCursorPos { scanout_id, x, y })
-            .map_err(err("CURSOR_POS"))
+    /// A [`DisplayError`] when the socket failed.
+    pub fn cursor_pos(&mut self, scanout_id: u32, x: u32, y: u32) -> Result<(), DisplayError> {
+        let body = Self::pos(scanout_id, x, y);
+        self.send_droppable(req::CURSOR_POS, &body, &[], "CURSOR_POS")
     }
 
     /// Hides the cursor.
     ///
     /// # Errors
-    /// A [`DisplayError`] when the send fails.
-    pub fn cursor_hide(&self, scanout_id: u32, x: u32, y: u32) -> Result<(), DisplayError> {
-        self.socket
-            .cursor_pos_hide(&VhostUserGpuCursorPos { scanout_id, x, y })
-            .map_err(err("CURSOR_POS_HIDE"))
+    /// A [`DisplayError`] when the socket failed.
+    pub fn cursor_hide(&mut self, scanout_id: u32, x: u32, y: u32) -> Result<(), DisplayError> {
+        let body = Self::pos(scanout_id, x, y);
+        self.send_droppable(req::CURSOR_POS_HIDE, &body, &[], "CURSOR_POS_HIDE")
+    }
+
+    fn pos(scanout_id: u32, x: u32, y: u32) -> [u8; 12] {
+        let mut body = [0u8; 12];
+        for (k, v) in [scanout_id, x, y].into_iter().enumerate() {
+            body[k * 4..k * 4 + 4].copy_from_slice(&v.to_le_bytes());
+        }
+        body
+    }
+
+    /// Writes as much of `parts` as the socket takes now; returns the
+    /// number of bytes written.
+    fn write_now(&mut self, parts: &[&[u8]]) -> io::Result<usize> {
+        let slices: Vec<io::IoSlice<'_>> = parts.iter().map(|p| io::IoSlice::new(p)).collect();
+        loop {
+            match self.stream.write_vectored(&slices) {
+                Ok(n) => return Ok(n),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(0),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Writes out queued bytes until done or `deadline`; true if the queue
+    /// is empty.
+    fn flush_out(&mut self, deadline: Instant) -> io::Result<bool> {
+        while !self.out.is_empty() {
+            let out = std::mem::take(&mut self.out);
+            let n = self.write_now(&[&out])?;
+            self.out = out;
+            self.out.drain(..n);
+            if self.out.is_empty() {
+                break;
+            }
+            if n == 0 && !wait_ready(self.stream.as_raw_fd(), libc::POLLOUT, deadline)? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Sends one message within `deadline`; what does not fit in time is
+    /// queued so the stream stays whole. Returns false if it had to queue.
+    fn send_message(
+        &mut self,
+        request: u32,
+        body: &[u8],
+        payload: &[u8],
+        deadline: Instant,
+    ) -> io::Result<bool> {
+        let hdr = header(request, 0, body.len() + payload.len());
+        let total = hdr.len() + body.len() + payload.len();
+        let mut sent = 0;
+        while sent < total {
+            let parts = remaining(&[&hdr, body, payload], sent);
+            let n = self.write_now(&parts)?;
+            sent += n;
+            if sent < total
+                && n == 0
+                && !wait_ready(self.stream.as_raw_fd(), libc::POLLOUT, deadline)?
+            {
+                for part in remaining(&[&hdr, body, payload], sent) {
+                    self.out.extend_from_slice(part);
+                }
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// A pixel or cursor message: dropped if the display is stalled.
+    fn send_droppable(
+        &mut self,
+        request: u32,
+        body: &[u8],
+        payload: &[u8],
+        what: &'static str,
+    ) -> Result<(), DisplayError> {
+        // Stalled: give the rest of the cut message a short chance to go
+        // out; drop this update if it does not.
+        if !self.out.is_empty()
+            && !self
+                .flush_out(Instant::now() + STALL_PROBE)
+                .map_err(err(what))?
+        {
+            self.dropped += 1;
+            return Ok(());
+        }
+        let deadline = Instant::now() + UPDATE_DEADLINE;
+        self.send_message(request, body, payload, deadline)
+            .map(|_| ())
+            .map_err(err(what))
+    }
+
+    /// A geometry message: queued (bounded) while the display is stalled.
+    fn send_kept(
+        &mut self,
+        request: u32,
+        body: &[u8],
+        payload: &[u8],
+        what: &'static str,
+    ) -> Result<(), DisplayError> {
+        if !self.out.is_empty()
+            && !self
+                .flush_out(Instant::now() + STALL_PROBE)
+                .map_err(err(what))?
+        {
+            let hdr = header(request, 0, body.len() + payload.len());
+            if self.out.len() + hdr.len() + body.len() + payload.len()
+                > MAX_QUEUED_BYTES + MAX_UPDATE_PAYLOAD + 64
+            {
+                return Err(DisplayError {
+                    what,
+                    source: io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "the frontend stopped reading the display socket",
+                    ),
+                });
+            }
+            self.out.extend_from_slice(&hdr);
+            self.out.extend_from_slice(body);
+            self.out.extend_from_slice(payload);
+            return Ok(());
+        }
+        let deadline = Instant::now() + UPDATE_DEADLINE;
+        self.send_message(request, body, payload, deadline)
+            .map(|_| ())
+            .map_err(err(what))
+    }
+
+    /// Sends a request and reads its reply, each within
+    /// [`REQUEST_DEADLINE`]; returns the reply payload.
+    fn request(
+        &mut self,
+        request: u32,
+        body: &[u8],
+        what: &'static str,
+    ) -> Result<Vec<u8>, DisplayError> {
+        let timed_out = || DisplayError {
+            what,
+            source: io::Error::new(io::ErrorKind::TimedOut, "no answer from the frontend"),
+        };
+        let deadline = Instant::now() + REQUEST_DEADLINE;
+        if !self.flush_out(deadline).map_err(err(what))? {
+            return Err(timed_out());
+        }
+        if !self
+            .send_message(request, body, &[], deadline)
+            .map_err(err(what))?
+        {
+            return Err(timed_out());
+        }
+        let deadline = Instant::now() + REQUEST_DEADLINE;
+        let mut hdr = [0u8; 12];
+        self.read_exact_by(&mut hdr, deadline)
+            .map_err(err(what))?
+            .then_some(())
+            .ok_or_else(timed_out)?;
+        let word = |i: usize| u32::from_le_bytes([hdr[i], hdr[i + 1], hdr[i + 2], hdr[i + 3]]);
+        let size = usize::try_from(word(8)).unwrap_or(usize::MAX);
+        if word(0) != request || word(4) & FLAG_REPLY == 0 || size > MAX_REPLY {
+            return Err(DisplayError {
+                what,
+                source: io::Error::new(io::ErrorKind::InvalidData, "unexpected reply"),
+            });
+        }
+        let mut payload = vec![0u8; size];
+        self.read_exact_by(&mut payload, deadline)
+            .map_err(err(what))?
+            .then_some(())
+            .ok_or_else(timed_out)?;
+        Ok(payload)
+    }
+
+    /// Reads exactly `buf.len()` bytes by `deadline`; false on timeout.
+    fn read_exact_by(&mut self, buf: &mut [u8], deadline: Instant) -> io::Result<bool> {
+        let mut got = 0;
+        while got < buf.len() {
+            match self.stream.read(&mut buf[got..]) {
+                Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+                Ok(n) => got += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if !wait_ready(self.stream.as_raw_fd(), libc::POLLIN, deadline)? {
+                        return Ok(false);
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(true)
+    }
+}
+
+/// The parts of `parts` after the first `skip` bytes.
+fn remaining<'a>(parts: &[&'a [u8]], mut skip: usize) -> Vec<&'a [u8]> {
+    let mut out = Vec::with_capacity(parts.len());
+    for part in parts {
+        if skip >= part.len() {
+            skip -= part.len();
+            continue;
+        }
+        out.push(&part[skip..]);
+        skip = 0;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_remaining_skips_whole_and_partial_parts() {
+        let a = [1u8, 2, 3];
+        let b = [4u8, 5];
+
+        let rest = remaining(&[&a, &b], 4);
+
+        assert_eq!(rest, vec![&[5u8][..]]);
+    }
+
+    #[test]
+    fn test_connect_to_a_silent_frontend_times_out() {
+        let (ours, _theirs) = UnixStream::pair().expect("socketpair");
+        let started = Instant::now();
+
+        let result = Display::connect(ours);
+
+        assert!(result.is_err());
+        assert!(started.elapsed() < REQUEST_DEADLINE * 3);
+    }
+
+    #[test]
+    fn test_updates_to_a_frontend_that_stops_reading_are_dropped_quickly() {
+        let (ours, theirs) = UnixStream::pair().expect("socketpair");
+        ours.set_nonblocking(true).expect("nonblocking");
+        let mut display = Display {
+            stream: ours,
+            edid: false,
+            out: Vec::new(),
+            announced: [(u32::MAX, u32::MAX); MAX_SCANOUTS],
+            dropped: 0,
+        };
+        let rect = Rect {
+            x: 0,
+            y: 0,
+            width: 512,
+            height: 512,
+        };
+        let pixels = vec![7u8; 512 * 512 * 4];
+        let started = Instant::now();
+
+        // Nobody reads `theirs`: 20 full updates of 1 MiB.
+        for _ in 0..20 {
+            display
+                .update(0, rect, &pixels)
+                .expect("a stall is not an error");
+        }
+
+        // One deadline for the message cut by the stall, then short probes.
+        assert!(
+            started.elapsed() < UPDATE_DEADLINE + STALL_PROBE * 30,
+            "{:?}",
+            started.elapsed()
+        );
+        assert!(display.dropped_updates() >= 18);
+        drop(theirs);
+    }
+
+    #[test]
+    fn test_update_beyond_the_announced_display_is_clipped() {
+        let (ours, mut theirs) = UnixStream::pair().expect("socketpair");
+        ours.set_nonblocking(true).expect("nonblocking");
+        let mut display = Display {
+            stream: ours,
+            edid: false,
+            out: Vec::new(),
+            announced: [(4, 2); MAX_SCANOUTS],
+            dropped: 0,
+        };
+        let rect = Rect {
+            x: 2,
+            y: 0,
+            width: 4,
+            height: 4,
+        };
+        let pixels: Vec<u8> = (0..64).collect();
+
+        display.update(0, rect, &pixels).expect("update");
+
+        let mut msg = vec![0u8; 12 + 20 + 2 * 2 * 4];
+        theirs.read_exact(&mut msg).expect("one clipped message");
+        let word = |i: usize| u32::from_le_bytes(msg[i..i + 4].try_into().expect("4"));
+        assert_eq!((word(0), word(8)), (req::UPDATE, 20 + 16));
+        assert_eq!((word(20), word(24), word(28)), (0, 2, 2));
+        // Rows 0 and 1, first two pixels of each.
+        assert_eq!(&msg[32..40], &pixels[0..8]);
+        assert_eq!(&msg[40..48], &pixels[16..24]);
     }
 }

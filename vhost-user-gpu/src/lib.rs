@@ -345,8 +345,15 @@ impl Server {
         }
 
         let library_end = connect_library(&mut daemon)?;
-        let relay = Relay::spawn(frontend, library_end, limits, Arc::clone(&self.metrics))
-            .map_err(StartError::Relay)?;
+        let display_backend = backend.clone();
+        let relay = Relay::spawn(
+            frontend,
+            library_end,
+            limits,
+            Arc::clone(&self.metrics),
+            Box::new(move |stream| display_backend.set_display(stream)),
+        )
+        .map_err(StartError::Relay)?;
         info!("vhost-user-gpu: frontend connected");
 
         let result = self.wait_connection(&mut daemon);

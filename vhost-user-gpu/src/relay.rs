@@ -27,6 +27,10 @@
 //! listening socket the library could accept from (`--fd` with a connected
 //! socket pair): the library always accepts the private end.
 //!
+//! GPU_SET_SOCKET is not forwarded: its descriptor goes straight to the
+//! device ([`DisplaySink`]), which speaks the display protocol itself with
+//! deadlines (see [`crate::display`]); the relay acks it.
+//!
 //! # What the gate checks
 //!
 //! Header: version 1, no reply flag, no reserved flag, payload at most 4 KiB
@@ -705,6 +709,9 @@ pub fn send_message(sock: &UnixStream, msg: &Message) -> io::Result<()> {
     send_all(sock, &bytes, &fds)
 }
 
+/// Where the display socket of a GPU_SET_SOCKET goes.
+pub type DisplaySink = Box<dyn Fn(UnixStream) + Send>;
+
 /// A running relay between one frontend connection and the library.
 #[derive(Debug)]
 pub struct Relay {
@@ -725,6 +732,7 @@ impl Relay {
         library: UnixStream,
         limits: GateLimits,
         metrics: Arc<Metrics>,
+        display: DisplaySink,
     ) -> io::Result<Self> {
         let write_lock = Arc::new(Mutex::new(()));
         let forward = {
@@ -733,7 +741,9 @@ impl Relay {
             let write_lock = Arc::clone(&write_lock);
             thread::Builder::new()
                 .name("vugpu-gate".into())
-                .spawn(move || forward_loop(&frontend, &library, limits, &metrics, &write_lock))?
+                .spawn(move || {
+                    forward_loop(&frontend, &library, limits, &metrics, &write_lock, &display);
+                })?
         };
         let back = {
             let frontend = frontend.try_clone()?;
@@ -783,6 +793,7 @@ fn forward_loop(
     limits: GateLimits,
     metrics: &Metrics,
     write_lock: &Mutex<()>,
+    display: &DisplaySink,
 ) {
     let mut gate = Gate::new(limits);
     let mut limiter = LogLimiter::new(REFUSAL_LOG_BURST);
@@ -796,6 +807,24 @@ fn forward_loop(
             }
         };
         match gate.check(&msg) {
+            Verdict::Forward if msg.request == req::GPU_SET_SOCKET => {
+                let need_ack = gate.reply_ack() && msg.flags & FLAG_NEED_REPLY != 0;
+                if let Some(fd) = msg.fds.into_iter().next() {
+                    display(UnixStream::from(fd));
+                }
+                if need_ack {
+                    let mut ack = Vec::with_capacity(HDR_LEN + 8);
+                    ack.extend_from_slice(&req::GPU_SET_SOCKET.to_le_bytes());
+                    ack.extend_from_slice(&(FLAG_VERSION_1 | FLAG_REPLY).to_le_bytes());
+                    ack.extend_from_slice(&8u32.to_le_bytes());
+                    ack.extend_from_slice(&0u64.to_le_bytes());
+                    let _guard = lock(write_lock);
+                    if let Err(e) = send_all(frontend, &ack, &[]) {
+                        debug!("vhost-user-gpu: acking GPU_SET_SOCKET: {e}");
+                        break;
+                    }
+                }
+            }
             Verdict::Forward => {
                 if let Err(e) = send_message(library, &msg) {
                     debug!("vhost-user-gpu: forwarding to the backend: {e}");

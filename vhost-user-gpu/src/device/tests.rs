@@ -499,7 +499,7 @@ fn with_fake_display(
     let (ours, theirs) = std::os::unix::net::UnixStream::pair().expect("socketpair");
     let rx = fake_display::spawn(theirs, width, height);
     f.device.apply_pending(crate::backend::Pending {
-        display: Some(vhost::vhost_user::GpuBackend::from_stream(ours)),
+        display: Some(ours),
         ..Default::default()
     });
     assert!(f.device.display.is_some(), "handshake failed");

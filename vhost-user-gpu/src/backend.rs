@@ -233,6 +233,10 @@ struct Shared {
     wake: EventFd,
     /// Exit notifiers handed out by [`VhostUserBackend::exit_event`].
     exit_notifiers: Mutex<Vec<EventNotifier>>,
+    /// Exit-event consumer descriptors the library took with `into_raw_fd`
+    /// and never closes, with their `eventfd-id` (see
+    /// [`GpuBackend::reclaim_exit_events`]).
+    orphaned_exit_fds: Mutex<Vec<(RawFd, String)>>,
 }
 
 /// The virtio-gpu vhost-user backend. Cheap to clone; all clones share one
@@ -287,6 +291,7 @@ impl GpuBackend {
                 config_space: Mutex::new(config_space),
                 wake,
                 exit_notifiers: Mutex::new(Vec::new()),
+                orphaned_exit_fds: Mutex::new(Vec::new()),
             }),
         })
     }
@@ -307,6 +312,27 @@ impl GpuBackend {
     pub fn set_display(&self, stream: std::os::unix::net::UnixStream) {
         info!("vhost-user-gpu: display socket received");
         self.post(|p| p.display = Some(stream));
+    }
+
+    /// Closes the exit-event consumer descriptors vhost-user-backend 0.24
+    /// leaks: `VringEpollHandler::new` registers `consumer.into_raw_fd()`
+    /// with its epoll set and never closes it, one descriptor per
+    /// connection. Call only after the connection's worker threads ended
+    /// and the daemon was dropped. A descriptor is closed only if it still
+    /// is the very eventfd handed out (same `eventfd-id` in
+    /// /proc/self/fdinfo), so a library that closes it itself, and a number
+    /// reused since, are left alone.
+    pub fn reclaim_exit_events(&self) {
+        lock(&self.shared.exit_notifiers).clear();
+        for (fd, id) in lock(&self.shared.orphaned_exit_fds).drain(..) {
+            if eventfd_id(fd).as_deref() == Some(id.as_str()) {
+                // SAFETY: `fd` is the consumer descriptor the library
+                // orphaned (checked by its unique eventfd id); nothing in
+                // this process refers to it any more, so closing it cannot
+                // affect another owner.
+                unsafe { libc::close(fd) };
+            }
+        }
     }
 
     /// Tells every worker thread to exit.
@@ -383,6 +409,15 @@ impl GpuBackend {
         prime_replaced_kicks(vrings, &kicks_before);
         result
     }
+}
+
+/// The `eventfd-id` line of descriptor `fd` in /proc/self/fdinfo (unique
+/// per eventfd object), `None` if `fd` is not an open eventfd.
+fn eventfd_id(fd: RawFd) -> Option<String> {
+    let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}")).ok()?;
+    info.lines()
+        .find(|l| l.starts_with("eventfd-id:"))
+        .map(|l| l.trim().to_owned())
 }
 
 /// For a wake-up event, reads (drains) `wake` first, then runs `apply`.
@@ -588,6 +623,10 @@ impl VhostUserBackend for GpuBackend {
         match notifier.try_clone() {
             Ok(clone) => lock(&self.shared.exit_notifiers).push(clone),
             Err(e) => warn!("vhost-user-gpu: cannot keep a worker exit notifier: {e}"),
+        }
+        let fd = consumer.as_raw_fd();
+        if let Some(id) = eventfd_id(fd) {
+            lock(&self.shared.orphaned_exit_fds).push((fd, id));
         }
         Some((consumer, notifier))
     }

@@ -370,6 +370,7 @@ impl Server {
         if wait_for_workers(&workers, WORKER_EXIT_TIMEOUT) {
             drop(workers);
             drop(daemon);
+            backend.reclaim_exit_events();
         } else {
             warn!(
                 "vhost-user-gpu: a worker is still busy after {WORKER_EXIT_TIMEOUT:?} \

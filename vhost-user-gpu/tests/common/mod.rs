@@ -419,12 +419,18 @@ impl TestVmm {
         vmm
     }
 
-    /// Closes the vhost-user connection and connects again (socket path
-    /// daemons only), setting up a new device like `start` does.
-    pub fn reconnect(&mut self) {
+    /// Closes the vhost-user connection (and the display socket) without
+    /// waiting for anything.
+    pub fn disconnect(&mut self) {
         self.frontend = None;
         self.raw = None;
         self.display = None;
+    }
+
+    /// Closes the vhost-user connection and connects again (socket path
+    /// daemons only), setting up a new device like `start` does.
+    pub fn reconnect(&mut self) {
+        self.disconnect();
         let stream = self.wait_for_socket();
         self.connect_and_set_up(stream);
     }

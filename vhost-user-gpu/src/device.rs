@@ -572,8 +572,46 @@ impl Device {
 
     /// Serves chains until the ring is empty ([`Drained::Empty`]), or is
     /// disabled or invalid, e.g. an available index more than a ring size
-    /// ahead ([`Drained::Stopped`]).
+    /// ahead ([`Drained::Stopped`]); then signals the used ring once for
+    /// the whole batch (if the driver wants it), not once per command.
     fn drain(&mut self, vring: &VringRwLock, kind: QueueKind) -> Drained {
+        let mut published = false;
+        let drained = self.drain_batch(vring, kind, &mut published);
+        if published {
+            self.signal_used(vring);
+        }
+        drained
+    }
+
+    /// Signals the used ring if the driver asked for it (EVENT_IDX).
+    fn signal_used(&mut self, vring: &VringRwLock) {
+        match vring.needs_notification() {
+            Ok(true) => {
+                if let Err(e) = vring.signal_used_queue() {
+                    guest_warn!(
+                        self.warn_limiter,
+                        "vhost-user-gpu: signalling the used queue: {e}"
+                    );
+                }
+            }
+            Ok(false) => {}
+            Err(e) => {
+                guest_warn!(
+                    self.warn_limiter,
+                    "vhost-user-gpu: checking notification need: {e}"
+                );
+            }
+        }
+    }
+
+    /// The loop of [`Device::drain`]; sets `published` when a completion
+    /// was added to the used ring.
+    fn drain_batch(
+        &mut self,
+        vring: &VringRwLock,
+        kind: QueueKind,
+        published: &mut bool,
+    ) -> Drained {
         loop {
             // Work posted meanwhile (reset, new memory table) applies before
             // the next command, which then sees the current memory.
@@ -616,10 +654,10 @@ impl Device {
                 continue;
             };
             let mut added = Ok(());
-            let published = self.mailbox.finish_chain(kind.index(), || {
+            let kept = self.mailbox.finish_chain(kind.index(), || {
                 added = vring.add_used(head, used_len);
             });
-            if !published {
+            if !kept {
                 // GET_VRING_BASE gave up waiting for this chain: the ring is
                 // stopped and may be reused by the guest; never write it.
                 guest_warn!(
@@ -629,28 +667,12 @@ impl Device {
                 );
                 return Drained::Stopped;
             }
-            if let Err(e) = added {
-                guest_warn!(
+            match added {
+                Ok(()) => *published = true,
+                Err(e) => guest_warn!(
                     self.warn_limiter,
                     "vhost-user-gpu: adding descriptor {head} to the used ring: {e}"
-                );
-            }
-            match vring.needs_notification() {
-                Ok(true) => {
-                    if let Err(e) = vring.signal_used_queue() {
-                        guest_warn!(
-                            self.warn_limiter,
-                            "vhost-user-gpu: signalling the used queue: {e}"
-                        );
-                    }
-                }
-                Ok(false) => {}
-                Err(e) => {
-                    guest_warn!(
-                        self.warn_limiter,
-                        "vhost-user-gpu: checking notification need: {e}"
-                    );
-                }
+                ),
             }
         }
     }
@@ -1001,15 +1023,13 @@ impl Device {
         resource_id: u32,
         rect: Rect,
     ) -> CommandResult {
-        let update = self
-            .state
-            .set_scanout(scanout_id, resource_id, res_rect(rect))?;
+        let update = self.state.set_scanout(scanout_id, resource_id, rect)?;
         self.show_scanout(update, None);
         ok(GpuResponse::OkNoData)
     }
 
     fn handle_resource_flush(&mut self, resource_id: u32, rect: Rect) -> CommandResult {
-        let updates = self.state.flush(resource_id, res_rect(rect))?;
+        let updates = self.state.flush(resource_id, rect)?;
         for update in updates {
             self.push_pixels(&update, Some(ReadOp::Flush));
         }
@@ -1022,7 +1042,6 @@ impl Device {
         rect: Rect,
         offset: u64,
     ) -> CommandResult {
-        let rect = res_rect(rect);
         self.state.transfer_to_host_2d(resource_id, rect, offset)?;
         if self.digest_log.is_some() && rect.width > 0 && rect.height > 0 {
             self.log_transfer_digest(resource_id, rect);
@@ -1094,9 +1113,7 @@ impl Device {
             ));
         }
         self.budget.check_new_ranges(entries.len())?;
-        let bytes = self
-            .state
-            .attach_backing(resource_id, &res_entries(entries))?;
+        let bytes = self.state.attach_backing(resource_id, entries)?;
         self.budget
             .charge(resource_id, self.ranges_of(resource_id), bytes);
         self.metrics.attached(bytes);
@@ -1184,14 +1201,9 @@ impl Device {
         self.budget
             .check_new_resource(self.state.resource_count())?;
         self.budget.check_new_ranges(entries.len())?;
-        let bytes = self.state.create_blob(
-            resource_id,
-            blob_mem,
-            blob_flags,
-            blob_id,
-            size,
-            &res_entries(entries),
-        )?;
+        let bytes =
+            self.state
+                .create_blob(resource_id, blob_mem, blob_flags, blob_id, size, entries)?;
         self.budget
             .charge(resource_id, self.ranges_of(resource_id), bytes);
         self.metrics.resource_created();
@@ -1232,7 +1244,7 @@ impl Device {
             image.format,
             image.strides,
             image.offsets,
-            res_rect(rect),
+            rect,
         )?;
         self.show_scanout(update, Some(ReadOp::Scanout));
         ok(GpuResponse::OkNoData)
@@ -1402,28 +1414,6 @@ struct BlobImage {
     format: u32,
     strides: [u32; 4],
     offsets: [u32; 4],
-}
-
-/// A protocol rectangle as the resource state takes it.
-fn res_rect(r: Rect) -> vugpu_resources::Rect {
-    vugpu_resources::Rect {
-        x: r.x,
-        y: r.y,
-        width: r.width,
-        height: r.height,
-    }
-}
-
-/// Protocol memory entries as the resource state takes them (as many as
-/// were decoded, which the decode limit bounds).
-fn res_entries(entries: &[MemEntry]) -> Vec<vugpu_resources::MemEntry> {
-    entries
-        .iter()
-        .map(|e| vugpu_resources::MemEntry {
-            addr: e.addr,
-            length: e.length,
-        })
-        .collect()
 }
 
 /// `error: cause: cause...` for logs.

@@ -208,3 +208,46 @@ fn test_disabled_ring_is_not_served_until_enabled() {
     assert_eq!(while_disabled, None, "a disabled ring was served");
     assert_eq!(after_enable.1, 408);
 }
+
+#[test]
+fn test_a_batch_of_commands_is_signalled_once() {
+    let mut opts = common::VmmOptions::new(&[]);
+    // Without EVENT_IDX every completion may be signalled; batching is
+    // what keeps it to one notification per pass.
+    opts.event_idx = false;
+    let mut vmm = TestVmm::start_with(opts);
+    let req = wire::get_display_info();
+    for i in 0..8u64 {
+        vmm.write_guest(0x1_0000 + i * 0x100, &req);
+        vmm.push_chain(
+            CTRL_Q,
+            &[
+                common::Desc {
+                    addr: 0x1_0000 + i * 0x100,
+                    len: req.len() as u32,
+                    write: false,
+                },
+                common::Desc {
+                    addr: 0x8_0000 + i * 0x400,
+                    len: 0x400,
+                    write: true,
+                },
+            ],
+        );
+    }
+    let before = vmm.used_idx(CTRL_Q);
+    let _ = vmm.take_calls(CTRL_Q);
+
+    vmm.kick(CTRL_Q);
+    let deadline = std::time::Instant::now() + common::TIMEOUT;
+    while vmm.used_idx(CTRL_Q).wrapping_sub(before) < 8 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "commands not completed"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(50));
+
+    assert_eq!(vmm.take_calls(CTRL_Q), 1);
+}

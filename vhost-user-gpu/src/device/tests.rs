@@ -196,7 +196,7 @@ fn test_process_chain_detach_then_reattach_keeps_host_content() {
     let mut pixels = Vec::new();
     f.device
         .state
-        .read_pixels(1, super::res_rect(full_rect()), &mut pixels)
+        .read_pixels(1, full_rect(), &mut pixels)
         .expect("pixels readable");
     assert_eq!(pixels, pattern);
 }

@@ -866,6 +866,12 @@ impl TestVmm {
         u16::from_le_bytes(idx)
     }
 
+    /// Reads (and resets) the number of used-ring notifications the
+    /// device sent on `queue` since the last read.
+    pub fn take_calls(&self, queue: usize) -> u64 {
+        self.rings[queue].call.read().unwrap_or(0)
+    }
+
     /// Kicks `queue`.
     pub fn kick(&self, queue: usize) {
         self.rings[queue].kick.write(1).expect("kick");

@@ -30,9 +30,8 @@ use std::time::Instant;
 use crate::digest::{DigestLog, Fnv1a64, ReadOp, ReadRecord};
 
 use log::{debug, error, info, log_enabled, warn, Level};
-use vhost_user_backend::{VringRwLock, VringT};
-use virtio_queue::{DescriptorChain, QueueOwnedT, QueueT};
-use vm_memory::{GuestAddressSpace, GuestMemoryMmap};
+use virtio_queue::DescriptorChain;
+use vm_memory::GuestMemoryMmap;
 use vugpu_metrics::Metrics;
 use vugpu_protocol::wire::{
     VIRTIO_GPU_FORMAT_A8B8G8R8_UNORM, VIRTIO_GPU_FORMAT_A8R8G8B8_UNORM,
@@ -46,10 +45,10 @@ use vugpu_protocol::{
 };
 use vugpu_resources::{GpuState, GpuStateConfig, ResourceError, ScanoutUpdate};
 
-use crate::backend::{GuestMemory, Mailbox, Pending};
 use crate::config::DeviceConfig;
 use crate::display::{Display, DisplayError, CURSOR_BYTES};
 use crate::guest_warn;
+use crate::mailbox::{GuestMemory, Mailbox, Pending};
 use crate::ratelimit::LogLimiter;
 
 /// Size of a `virtio_gpu_ctrl_hdr`, the smallest response.
@@ -238,15 +237,6 @@ impl MetaBudget {
     }
 }
 
-/// Why [`Device::drain`] stopped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Drained {
-    /// No more available chains.
-    Empty,
-    /// The ring is disabled, not ready, or its indices are invalid.
-    Stopped,
-}
-
 /// What to record once the response is written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Completion {
@@ -268,7 +258,6 @@ fn ok(resp: GpuResponse) -> CommandResult {
 pub struct Device {
     config: DeviceConfig,
     metrics: Arc<Metrics>,
-    mem: GuestMemory,
     state: GpuState,
     display: Option<Display>,
     mailbox: Arc<Mailbox>,
@@ -377,7 +366,7 @@ impl Device {
                 display_width: config.width,
                 display_height: config.height,
             },
-            mem.clone(),
+            mem,
         )?;
         let limits = DecodeLimits {
             max_backing_entries: config.max_backing_entries,
@@ -405,7 +394,6 @@ impl Device {
             pixels: Vec::new(),
             config,
             metrics,
-            mem,
             state,
             display: None,
             mailbox,
@@ -489,7 +477,7 @@ impl Device {
 
     /// Re-derives host pointers after a memory table change, and releases
     /// the budget and gauge of backings the change dropped.
-    fn refresh_memory(&mut self) {
+    pub fn refresh_memory(&mut self) {
         match self.state.refresh_memory() {
             Ok(true) => info!("vhost-user-gpu: guest memory table changed, backing re-derived"),
             Ok(false) => {}
@@ -529,150 +517,6 @@ impl Device {
                 warn!("vhost-user-gpu: {}; continuing headless", error_chain(&e));
                 self.display = None;
                 None
-            }
-        }
-    }
-
-    /// Serves every available chain of `vring`, with the EVENT_IDX
-    /// notification-suppression loop when `event_idx` is set.
-    pub fn process_vring(&mut self, vring: &VringRwLock, kind: QueueKind, event_idx: bool) {
-        self.refresh_memory();
-        loop {
-            if event_idx {
-                if let Err(e) = vring.disable_notification() {
-                    guest_warn!(
-                        self.warn_limiter,
-                        "vhost-user-gpu: disabling notifications: {e}"
-                    );
-                }
-            }
-            if self.drain(vring, kind) == Drained::Stopped {
-                // A disabled or broken ring stays as it is until the
-                // frontend re-enables, fixes or resets it; retrying now
-                // would spin.
-                break;
-            }
-            if !event_idx {
-                break;
-            }
-            match vring.enable_notification() {
-                // New buffers arrived while notifications were off.
-                Ok(true) => continue,
-                Ok(false) => break,
-                Err(e) => {
-                    guest_warn!(
-                        self.warn_limiter,
-                        "vhost-user-gpu: enabling notifications: {e}"
-                    );
-                    break;
-                }
-            }
-        }
-    }
-
-    /// Serves chains until the ring is empty ([`Drained::Empty`]), or is
-    /// disabled or invalid, e.g. an available index more than a ring size
-    /// ahead ([`Drained::Stopped`]); then signals the used ring once for
-    /// the whole batch (if the driver wants it), not once per command.
-    fn drain(&mut self, vring: &VringRwLock, kind: QueueKind) -> Drained {
-        let mut published = false;
-        let drained = self.drain_batch(vring, kind, &mut published);
-        if published {
-            self.signal_used(vring);
-        }
-        drained
-    }
-
-    /// Signals the used ring if the driver asked for it (EVENT_IDX).
-    fn signal_used(&mut self, vring: &VringRwLock) {
-        match vring.needs_notification() {
-            Ok(true) => {
-                if let Err(e) = vring.signal_used_queue() {
-                    guest_warn!(
-                        self.warn_limiter,
-                        "vhost-user-gpu: signalling the used queue: {e}"
-                    );
-                }
-            }
-            Ok(false) => {}
-            Err(e) => {
-                guest_warn!(
-                    self.warn_limiter,
-                    "vhost-user-gpu: checking notification need: {e}"
-                );
-            }
-        }
-    }
-
-    /// The loop of [`Device::drain`]; sets `published` when a completion
-    /// was added to the used ring.
-    fn drain_batch(
-        &mut self,
-        vring: &VringRwLock,
-        kind: QueueKind,
-        published: &mut bool,
-    ) -> Drained {
-        loop {
-            // Work posted meanwhile (reset, new memory table) applies before
-            // the next command, which then sees the current memory.
-            self.apply_mailbox();
-            let mem = self.mem.memory();
-            // The vring lock is held only to pop: the frontend thread may
-            // need it (GET_VRING_BASE) while a command waits on the display.
-            let next = {
-                let mut state = vring.get_mut();
-                if !state.is_enabled() || !state.get_queue().ready() {
-                    log::trace!("vhost-user-gpu: {kind:?} queue not enabled or not ready");
-                    return Drained::Stopped;
-                }
-                let next = state
-                    .get_queue_mut()
-                    .iter(mem.clone())
-                    .map(|mut chains| chains.next());
-                if matches!(next, Ok(Some(_))) {
-                    self.mailbox.start_chain(kind.index());
-                }
-                next
-            };
-            let chain = match next {
-                Ok(Some(chain)) => chain,
-                Ok(None) => return Drained::Empty,
-                Err(e) => {
-                    self.metrics.decode_error();
-                    guest_warn!(
-                        self.warn_limiter,
-                        "vhost-user-gpu: {kind:?} queue is broken, not serving it until it is reset: {e}"
-                    );
-                    return Drained::Stopped;
-                }
-            };
-            let dequeued = Instant::now();
-            let head = chain.head_index();
-            let Some(used_len) = self.process_chain(chain, &mem, kind, dequeued) else {
-                // Consumed without a reply (test-only fault).
-                self.mailbox.drop_chain(kind.index());
-                continue;
-            };
-            let mut added = Ok(());
-            let kept = self.mailbox.finish_chain(kind.index(), || {
-                added = vring.add_used(head, used_len);
-            });
-            if !kept {
-                // GET_VRING_BASE gave up waiting for this chain: the ring is
-                // stopped and may be reused by the guest; never write it.
-                guest_warn!(
-                    self.warn_limiter,
-                    "vhost-user-gpu: {kind:?} queue was stopped while descriptor {head} \
-                     was served; dropping its completion"
-                );
-                return Drained::Stopped;
-            }
-            match added {
-                Ok(()) => *published = true,
-                Err(e) => guest_warn!(
-                    self.warn_limiter,
-                    "vhost-user-gpu: adding descriptor {head} to the used ring: {e}"
-                ),
             }
         }
     }

@@ -9,6 +9,10 @@
 //! - [`config`]: validated [`GpuConfig`] built from the arguments;
 //! - [`backend`]: the `VhostUserBackend` implementation and the threading
 //!   model (device state lives on the single worker thread);
+//! - [`mailbox`]: what the frontend thread posts for the worker (memory,
+//!   reset, display socket) and the per-queue in-flight state;
+//! - [`worker`]: the vring pump (popping, publishing, EVENT_IDX,
+//!   notifications) around the device;
 //! - [`device`]: descriptor chains → decoded commands → `GpuState` calls →
 //!   responses, metrics and display messages;
 //! - [`display`]: the vhost-user-gpu display socket;
@@ -27,9 +31,11 @@ pub mod config;
 pub mod device;
 pub mod digest;
 pub mod display;
+pub mod mailbox;
 pub mod ratelimit;
 pub mod relay;
 pub mod signals;
+pub mod worker;
 
 use std::ffi::CString;
 use std::io;

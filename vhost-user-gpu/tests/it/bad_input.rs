@@ -2,12 +2,10 @@
 //! response and the daemon keeps serving (a following GET_DISPLAY_INFO
 //! still answers).
 
-mod common;
-
 use std::os::fd::AsRawFd;
 
-use common::wire::{self, Rect};
-use common::{
+use crate::common::wire::{self, Rect};
+use crate::common::{
     entry, page_entries, DisplayMsg, TestVmm, CTRL_Q, CURSOR_Q, DATA_BASE, MEM_SIZE, PAGE,
 };
 
@@ -843,8 +841,8 @@ fn assert_refused_and_serving(vmm: &mut TestVmm, ack: u64, refusals: f64) {
 #[test]
 fn test_vhost_mem_table_region_of_size_zero_is_refused() {
     let mut vmm = start();
-    let file = common::memfd("zero", MEM_SIZE);
-    let table = mem_table(1, &[(0, 0, common::VA_OFFSET, 0)]);
+    let file = crate::common::memfd("zero", MEM_SIZE);
+    let table = mem_table(1, &[(0, 0, crate::common::VA_OFFSET, 0)]);
 
     let ack = vmm.acked_request(SET_MEM_TABLE, &table, &[file.as_raw_fd()]);
 
@@ -854,13 +852,18 @@ fn test_vhost_mem_table_region_of_size_zero_is_refused() {
 #[test]
 fn test_vhost_mem_table_overlapping_regions_are_refused() {
     let mut vmm = start();
-    let a = common::memfd("a", MEM_SIZE);
-    let b = common::memfd("b", MEM_SIZE);
+    let a = crate::common::memfd("a", MEM_SIZE);
+    let b = crate::common::memfd("b", MEM_SIZE);
     let table = mem_table(
         2,
         &[
-            (0, MEM_SIZE, common::VA_OFFSET, 0),
-            (MEM_SIZE / 2, MEM_SIZE, common::VA_OFFSET + MEM_SIZE, 0),
+            (0, MEM_SIZE, crate::common::VA_OFFSET, 0),
+            (
+                MEM_SIZE / 2,
+                MEM_SIZE,
+                crate::common::VA_OFFSET + MEM_SIZE,
+                0,
+            ),
         ],
     );
 
@@ -872,8 +875,11 @@ fn test_vhost_mem_table_overlapping_regions_are_refused() {
 #[test]
 fn test_vhost_mem_table_wrapping_region_is_refused() {
     let mut vmm = start();
-    let file = common::memfd("wrap", MEM_SIZE);
-    let table = mem_table(1, &[(u64::MAX - PAGE + 1, 2 * PAGE, common::VA_OFFSET, 0)]);
+    let file = crate::common::memfd("wrap", MEM_SIZE);
+    let table = mem_table(
+        1,
+        &[(u64::MAX - PAGE + 1, 2 * PAGE, crate::common::VA_OFFSET, 0)],
+    );
 
     let ack = vmm.acked_request(SET_MEM_TABLE, &table, &[file.as_raw_fd()]);
 
@@ -883,8 +889,8 @@ fn test_vhost_mem_table_wrapping_region_is_refused() {
 #[test]
 fn test_vhost_mem_table_more_regions_than_sent_is_refused() {
     let mut vmm = start();
-    let file = common::memfd("short", MEM_SIZE);
-    let table = mem_table(3, &[(0, MEM_SIZE, common::VA_OFFSET, 0)]);
+    let file = crate::common::memfd("short", MEM_SIZE);
+    let table = mem_table(3, &[(0, MEM_SIZE, crate::common::VA_OFFSET, 0)]);
 
     let ack = vmm.acked_request(SET_MEM_TABLE, &table, &[file.as_raw_fd()]);
 
@@ -896,8 +902,8 @@ fn test_vhost_mem_table_region_beyond_end_of_file_is_refused() {
     let mut vmm = start();
     // One page of file, a region of 64 MiB at offset 0: mapping it would
     // SIGBUS on the first access past the first page.
-    let file = common::memfd("small", PAGE);
-    let table = mem_table(1, &[(0, MEM_SIZE, common::VA_OFFSET, 0)]);
+    let file = crate::common::memfd("small", PAGE);
+    let table = mem_table(1, &[(0, MEM_SIZE, crate::common::VA_OFFSET, 0)]);
 
     let ack = vmm.acked_request(SET_MEM_TABLE, &table, &[file.as_raw_fd()]);
 
@@ -907,8 +913,8 @@ fn test_vhost_mem_table_region_beyond_end_of_file_is_refused() {
 #[test]
 fn test_vhost_mem_table_offset_past_end_of_file_is_refused() {
     let mut vmm = start();
-    let file = common::memfd("offset", MEM_SIZE);
-    let table = mem_table(1, &[(0, MEM_SIZE, common::VA_OFFSET, PAGE)]);
+    let file = crate::common::memfd("offset", MEM_SIZE);
+    let table = mem_table(1, &[(0, MEM_SIZE, crate::common::VA_OFFSET, PAGE)]);
 
     let ack = vmm.acked_request(SET_MEM_TABLE, &table, &[file.as_raw_fd()]);
 
@@ -947,8 +953,13 @@ fn test_vhost_ring_address_outside_mapped_memory_is_refused() {
     let mut vmm = start();
     let mut addr = 0u32.to_le_bytes().to_vec(); // queue 0
     addr.extend_from_slice(&0u32.to_le_bytes()); // flags
-    let outside = common::VA_OFFSET + 2 * MEM_SIZE;
-    for a in [common::VA_OFFSET, outside, common::VA_OFFSET + 0x1000, 0] {
+    let outside = crate::common::VA_OFFSET + 2 * MEM_SIZE;
+    for a in [
+        crate::common::VA_OFFSET,
+        outside,
+        crate::common::VA_OFFSET + 0x1000,
+        0,
+    ] {
         addr.extend_from_slice(&a.to_le_bytes()); // desc, used, avail, log
     }
 
@@ -964,11 +975,11 @@ fn test_vhost_ring_straddling_end_of_memory_is_refused() {
     addr.extend_from_slice(&0u32.to_le_bytes());
     // The 4 KiB descriptor table of a 256-entry ring starts 16 bytes before
     // the end of guest memory.
-    let desc = common::VA_OFFSET + MEM_SIZE - 16;
+    let desc = crate::common::VA_OFFSET + MEM_SIZE - 16;
     for a in [
         desc,
-        common::VA_OFFSET + 0x2000,
-        common::VA_OFFSET + 0x1000,
+        crate::common::VA_OFFSET + 0x2000,
+        crate::common::VA_OFFSET + 0x1000,
         0,
     ] {
         addr.extend_from_slice(&a.to_le_bytes());
@@ -1032,9 +1043,9 @@ fn test_vhost_second_set_owner_is_refused() {
 #[test]
 fn test_vhost_add_mem_reg_without_configure_mem_slots_is_refused() {
     let mut vmm = start();
-    let file = common::memfd("slot", MEM_SIZE);
+    let file = crate::common::memfd("slot", MEM_SIZE);
     let mut region = 0u64.to_le_bytes().to_vec(); // padding
-    for v in [HIGH, MEM_SIZE, common::VA_OFFSET + HIGH, 0] {
+    for v in [HIGH, MEM_SIZE, crate::common::VA_OFFSET + HIGH, 0] {
         region.extend_from_slice(&v.to_le_bytes());
     }
 

@@ -3,10 +3,8 @@
 //! never touched again, memory-table updates re-derive host pointers, and
 //! a device reset drops every resource.
 
-mod common;
-
-use common::wire::{self, Rect};
-use common::{
+use crate::common::wire::{self, Rect};
+use crate::common::{
     entry, page_entries, pattern, DisplayMsg, TestVmm, VmmOptions, DATA_BASE, HIGH_BASE, PAGE,
 };
 use vm_memory::{Bytes, GuestAddress};
@@ -129,22 +127,22 @@ fn test_detach_fenced_completes_before_later_commands() {
     let transfer = wire::transfer_to_host_2d(1, FULL, 0);
     vmm.write_guest(0x1_0000, &detach);
     vmm.write_guest(0x2_0000, &transfer);
-    let d = |addr: u64, len: usize, write: bool| common::Desc {
+    let d = |addr: u64, len: usize, write: bool| crate::common::Desc {
         addr,
         len: len as u32,
         write,
     };
     vmm.push_chain(
-        common::CTRL_Q,
+        crate::common::CTRL_Q,
         &[d(0x1_0000, detach.len(), false), d(0x8_0000, 24, true)],
     );
     vmm.push_chain(
-        common::CTRL_Q,
+        crate::common::CTRL_Q,
         &[d(0x2_0000, transfer.len(), false), d(0x9_0000, 24, true)],
     );
-    vmm.kick(common::CTRL_Q);
-    let first = vmm.wait_used(common::CTRL_Q);
-    let second = vmm.wait_used(common::CTRL_Q);
+    vmm.kick(crate::common::CTRL_Q);
+    let first = vmm.wait_used(crate::common::CTRL_Q);
+    let second = vmm.wait_used(crate::common::CTRL_Q);
 
     assert_eq!((first.1, second.1), (24, 24));
     let detach_resp = vmm.read_guest(0x8_0000, 24);
@@ -436,7 +434,7 @@ fn test_update_cursor_after_detach_uses_host_copy_without_refusal() {
     let from = vmm.display_mark();
 
     vmm.send_segments(
-        common::CURSOR_Q,
+        crate::common::CURSOR_Q,
         &[&wire::update_cursor(0, 3, 4, 7, (1, 1))],
         &[],
     );
@@ -751,22 +749,22 @@ fn test_fault_detach_no_reply_consumes_the_request_and_keeps_serving() {
     let detach = wire::detach_backing(1);
     vmm.write_guest(0x1_0000, &detach);
     vmm.push_chain(
-        common::CTRL_Q,
+        crate::common::CTRL_Q,
         &[
-            common::Desc {
+            crate::common::Desc {
                 addr: 0x1_0000,
                 len: detach.len() as u32,
                 write: false,
             },
-            common::Desc {
+            crate::common::Desc {
                 addr: 0x8_0000,
                 len: 24,
                 write: true,
             },
         ],
     );
-    vmm.kick(common::CTRL_Q);
-    let answered = vmm.try_wait_used(common::CTRL_Q, std::time::Duration::from_millis(500));
+    vmm.kick(crate::common::CTRL_Q);
+    let answered = vmm.try_wait_used(crate::common::CTRL_Q, std::time::Duration::from_millis(500));
 
     let transfer = vmm.ctrl_type(&wire::transfer_to_host_2d(1, FULL, 0));
 

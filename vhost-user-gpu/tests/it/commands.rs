@@ -2,10 +2,8 @@
 //! vhost-user socket, answers each well-formed command with the right
 //! response type, length and content.
 
-mod common;
-
-use common::wire::{self, Rect};
-use common::{
+use crate::common::wire::{self, Rect};
+use crate::common::{
     entry, page_entries, pattern, DisplayMsg, TestVmm, VmmOptions, CTRL_Q, CURSOR_Q, DATA_BASE,
     PAGE,
 };
@@ -598,7 +596,10 @@ fn test_get_edid_with_display_frontend_returns_frontend_block() {
 
     assert_eq!(resp.type_(), wire::RESP_OK_EDID);
     assert_eq!(wire::le32(&resp.bytes, 24), 128);
-    assert_eq!(&resp.bytes[32..160], &common::display::frontend_edid()[..]);
+    assert_eq!(
+        &resp.bytes[32..160],
+        &crate::common::display::frontend_edid()[..]
+    );
 }
 
 #[test]

@@ -1,10 +1,8 @@
 //! Hostile descriptor chains and memory layouts: the daemon must neither
 //! crash nor touch memory it was not given, and must keep serving.
 
-mod common;
-
-use common::wire::{self, Rect};
-use common::{
+use crate::common::wire::{self, Rect};
+use crate::common::{
     entry, page_entries, pattern, Desc, TestVmm, VmmOptions, CTRL_Q, DATA_BASE, HIGH_BASE, PAGE,
 };
 
@@ -250,7 +248,7 @@ fn test_broken_ring_counts_few_decode_errors_and_logs_boundedly() {
     vmm.kick(CTRL_Q);
     vmm.sync();
     // The worker runs on its own thread: wait (bounded) until it saw the kick.
-    let deadline = std::time::Instant::now() + common::TIMEOUT;
+    let deadline = std::time::Instant::now() + crate::common::TIMEOUT;
     while vmm.metric("vugpu_decode_errors_total") < 1.0 && std::time::Instant::now() < deadline {
         std::thread::sleep(std::time::Duration::from_millis(10));
     }

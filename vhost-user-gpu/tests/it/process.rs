@@ -1,10 +1,8 @@
 //! The daemon as a process: metrics endpoint, exit on frontend disconnect
 //! and on SIGTERM, socket cleanup.
 
-mod common;
-
-use common::wire::{self, Rect};
-use common::{metric_value, page_entries, TestVmm, VmmOptions, DATA_BASE, PAGE};
+use crate::common::wire::{self, Rect};
+use crate::common::{metric_value, page_entries, TestVmm, VmmOptions, DATA_BASE, PAGE};
 
 #[test]
 fn test_metrics_after_attach_detach_cycles_report_counts() {
@@ -84,7 +82,7 @@ fn test_metrics_tcp_listener_serves_prometheus_text() {
         8,
     ));
 
-    let body = common::http_get_tcp(&addr);
+    let body = crate::common::http_get_tcp(&addr);
 
     assert_eq!(metric_value(&body, "vugpu_resources"), Some(1.0), "{body}");
     assert!(
@@ -122,7 +120,7 @@ fn test_daemon_fd_frontend_disconnect_exits_zero() {
 fn test_daemon_fd_keeps_other_inherited_descriptors_open() {
     let mut vmm = TestVmm::start_with(fd_options());
     let pid = vmm.pid();
-    let fd_path = format!("/proc/{pid}/fd/{}", common::INHERITED_FD);
+    let fd_path = format!("/proc/{pid}/fd/{}", crate::common::INHERITED_FD);
 
     let open_while_serving = std::fs::read_link(&fd_path).is_ok();
     vmm.disconnect_and_wait();

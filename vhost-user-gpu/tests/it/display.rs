@@ -2,10 +2,8 @@
 //! geometry, update rectangles relative to the scanout, large updates,
 //! several outputs, and display information coming from the frontend.
 
-mod common;
-
-use common::wire::{self, Rect};
-use common::{
+use crate::common::wire::{self, Rect};
+use crate::common::{
     entry, page_entries, pattern, DisplayMsg, TestVmm, VmmOptions, CTRL_Q, DATA_BASE, PAGE,
 };
 
@@ -309,12 +307,12 @@ fn test_get_vring_base_while_display_write_blocks_does_not_deadlock() {
     vmm.push_chain(
         CTRL_Q,
         &[
-            common::Desc {
+            crate::common::Desc {
                 addr: 0x1_0000,
                 len: flush.len() as u32,
                 write: false,
             },
-            common::Desc {
+            crate::common::Desc {
                 addr: 0x8_0000,
                 len: 24,
                 write: true,
@@ -354,12 +352,12 @@ fn stall_on_display_write(inherit_fd: bool) -> (TestVmm, bool) {
     vmm.push_chain(
         CTRL_Q,
         &[
-            common::Desc {
+            crate::common::Desc {
                 addr: 0x1_0000,
                 len: flush.len() as u32,
                 write: false,
             },
-            common::Desc {
+            crate::common::Desc {
                 addr: 0x8_0000,
                 len: 24,
                 write: true,

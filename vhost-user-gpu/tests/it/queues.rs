@@ -2,10 +2,8 @@
 //! split across descriptors, batches, ring wrap-around, large entry lists,
 //! and the VMM stopping and restarting the rings.
 
-mod common;
-
-use common::wire::{self, Rect};
-use common::{entry, page_entries, Desc, TestVmm, CTRL_Q, DATA_BASE, PAGE};
+use crate::common::wire::{self, Rect};
+use crate::common::{entry, page_entries, Desc, TestVmm, CTRL_Q, DATA_BASE, PAGE};
 
 #[test]
 fn test_attach_backing_entries_in_separate_descriptor_is_accepted() {
@@ -211,7 +209,7 @@ fn test_disabled_ring_is_not_served_until_enabled() {
 
 #[test]
 fn test_a_batch_of_commands_is_signalled_once() {
-    let mut opts = common::VmmOptions::new(&[]);
+    let mut opts = crate::common::VmmOptions::new(&[]);
     // Without EVENT_IDX every completion may be signalled; batching is
     // what keeps it to one notification per pass.
     opts.event_idx = false;
@@ -222,12 +220,12 @@ fn test_a_batch_of_commands_is_signalled_once() {
         vmm.push_chain(
             CTRL_Q,
             &[
-                common::Desc {
+                crate::common::Desc {
                     addr: 0x1_0000 + i * 0x100,
                     len: req.len() as u32,
                     write: false,
                 },
-                common::Desc {
+                crate::common::Desc {
                     addr: 0x8_0000 + i * 0x400,
                     len: 0x400,
                     write: true,
@@ -239,7 +237,7 @@ fn test_a_batch_of_commands_is_signalled_once() {
     let _ = vmm.take_calls(CTRL_Q);
 
     vmm.kick(CTRL_Q);
-    let deadline = std::time::Instant::now() + common::TIMEOUT;
+    let deadline = std::time::Instant::now() + crate::common::TIMEOUT;
     while vmm.used_idx(CTRL_Q).wrapping_sub(before) < 8 {
         assert!(
             std::time::Instant::now() < deadline,

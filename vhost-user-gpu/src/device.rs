@@ -49,7 +49,7 @@ use crate::config::DeviceConfig;
 use crate::display::{Display, DisplayError, CURSOR_BYTES};
 use crate::guest_warn;
 use crate::mailbox::{GuestMemory, Mailbox, Pending};
-use crate::ratelimit::LogLimiter;
+use crate::ratelimit::{Admit, LogLimiter};
 
 /// Size of a `virtio_gpu_ctrl_hdr`, the smallest response.
 const HDR_SIZE: usize = 24;
@@ -472,7 +472,10 @@ impl Device {
                 self.display = None;
             }
         }
-        info!("vhost-user-gpu: device reset, every resource dropped");
+        // A guest can reset its device in a loop: rate limited.
+        if let Admit::Yes { .. } = self.warn_limiter.admit(Instant::now()) {
+            info!("vhost-user-gpu: device reset, every resource dropped");
+        }
     }
 
     /// Re-derives host pointers after a memory table change, and releases

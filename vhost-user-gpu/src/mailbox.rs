@@ -7,7 +7,7 @@
 //! holding them except [`Mailbox::finish_chain`]'s `publish` (one used-ring
 //! write).
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -54,6 +54,8 @@ struct QueueStates {
 #[derive(Default)]
 pub struct Mailbox {
     pending: Mutex<Pending>,
+    /// Set by `post` after the work is recorded, cleared by `take`.
+    posted: AtomicBool,
     acked_features: AtomicU64,
     queues: Mutex<QueueStates>,
     /// Signalled when an in-flight chain completes while a stop waits.
@@ -63,12 +65,18 @@ pub struct Mailbox {
 impl Mailbox {
     /// Takes the posted work, leaving nothing pending.
     pub fn take(&self) -> Pending {
+        // Checked before every command: without posted work this is one
+        // atomic load, no lock.
+        if !self.posted.swap(false, Ordering::AcqRel) {
+            return Pending::default();
+        }
         std::mem::take(&mut *lock(&self.pending))
     }
 
     /// Records posted work.
     pub fn post(&self, f: impl FnOnce(&mut Pending)) {
         f(&mut lock(&self.pending));
+        self.posted.store(true, Ordering::Release);
     }
 
     /// Virtio features acknowledged by the driver.
@@ -153,6 +161,18 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
+
+    #[test]
+    fn test_mailbox_take_returns_posted_work_once() {
+        let mailbox = Mailbox::default();
+        mailbox.post(|p| p.reset = true);
+
+        let first = mailbox.take();
+        let second = mailbox.take();
+
+        assert!(first.reset);
+        assert!(!second.reset);
+    }
 
     #[test]
     fn test_mailbox_wait_idle_times_out_while_a_chain_is_in_flight() {

@@ -288,9 +288,9 @@ impl Gate {
             req::RESET_OWNER => {
                 exact(0)?;
                 no_fds()?;
+                // Only ownership: vhost's request handler keeps the acked
+                // feature words it checks until the next SET_*FEATURES.
                 self.owned = false;
-                self.acked_virtio = 0;
-                self.acked_protocol = 0;
                 Ok(())
             }
             req::SET_FEATURES => {
@@ -321,9 +321,7 @@ impl Gate {
             req::RESET_DEVICE => {
                 self.proto(VhostUserProtocolFeatures::RESET_DEVICE)?;
                 exact(0)?;
-                no_fds()?;
-                self.acked_virtio = 0;
-                Ok(())
+                no_fds()
             }
             req::SET_MEM_TABLE => self.check_mem_table(p, &msg.fds),
             req::SET_VRING_NUM => {
@@ -881,7 +879,7 @@ mod tests {
 
     const LIMITS: GateLimits = GateLimits {
         virtio_features: (1 << 32) | (1 << 30),
-        protocol_features: 0b10_0000_1001, // MQ, REPLY_ACK, CONFIG
+        protocol_features: 0b10_0010_0000_1001, // MQ, REPLY_ACK, CONFIG, RESET_DEVICE
         num_queues: 2,
         max_queue_size: 1024,
     };
@@ -908,6 +906,25 @@ mod tests {
         assert_eq!(first, Verdict::Forward);
         assert!(matches!(second, Verdict::Refuse(_)));
         assert_eq!(third, Verdict::Forward);
+    }
+
+    #[test]
+    fn test_gate_vring_enable_after_reset_device_is_forwarded_like_the_library_does() {
+        // vhost's request handler checks the features of the last
+        // SET_FEATURES, which RESET_DEVICE does not clear.
+        let mut gate = Gate::new(LIMITS);
+        let features = (1u64 << 30).to_le_bytes().to_vec();
+        gate.check(&msg(
+            req::SET_PROTOCOL_FEATURES,
+            (1u64 << 13 | 1 << 3).to_le_bytes().to_vec(),
+        ));
+        gate.check(&msg(req::SET_FEATURES, features));
+
+        let reset = gate.check(&msg(req::RESET_DEVICE, vec![]));
+        let enable = gate.check(&msg(req::SET_VRING_ENABLE, vec![0, 0, 0, 0, 1, 0, 0, 0]));
+
+        assert_eq!(reset, Verdict::Forward);
+        assert_eq!(enable, Verdict::Forward);
     }
 
     #[test]

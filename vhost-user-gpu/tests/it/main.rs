@@ -6,6 +6,7 @@ mod common;
 
 mod backing;
 mod bad_input;
+mod churn;
 mod commands;
 mod display;
 mod process;

@@ -89,9 +89,11 @@ pub const CURSOR_QUEUE: u16 = 1;
 pub use crate::mailbox::{GuestMemory, Mailbox, Pending, NUM_QUEUES};
 /// Largest queue size accepted from the frontend.
 pub const MAX_QUEUE_SIZE: usize = 1024;
-/// Epoll token of the wake-up eventfd (tokens `0..=NUM_QUEUES` belong to the
-/// library: the queues, then its exit/enable event).
-pub const WAKE_EVENT: u16 = NUM_QUEUES as u16 + 1;
+/// Epoll token of the wake-up eventfd. Tokens `0..=NUM_QUEUES` belong to
+/// the library (the queues, then its exit/enable event); an upstream change
+/// proposes more library events right after them, so ours keeps clear of
+/// that range.
+pub const WAKE_EVENT: u16 = 0x100;
 
 /// Longest wait in `stop_vring` for the request being served to complete.
 const STOP_VRING_TIMEOUT: Duration = Duration::from_millis(500);

@@ -1202,6 +1202,11 @@ impl Device {
         let mut pixels = std::mem::take(&mut self.pixels);
         let mut done = 0;
         while done < update.src.height && (self.display.is_some() || digest) {
+            // A display that stopped reading gets no pixels: unless the
+            // digest log needs them, do not even read them.
+            if !digest && !self.display.as_mut().is_some_and(Display::ready_for_update) {
+                break;
+            }
             let rows = band_rows.min(update.src.height - done);
             let src = vugpu_resources::Rect {
                 y: update.src.y + done,

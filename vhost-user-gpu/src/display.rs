@@ -469,6 +469,22 @@ impl Display {
         Ok(true)
     }
 
+    /// False if the frontend stopped reading: the rest of an earlier, cut
+    /// message did not go out within a [`STALL_PROBE`] wait. Counts the
+    /// update the caller will then not send as dropped.
+    pub fn ready_for_update(&mut self) -> bool {
+        if self.out.is_empty() {
+            return true;
+        }
+        let ready = self
+            .flush_out(Instant::now() + STALL_PROBE)
+            .unwrap_or(false);
+        if !ready {
+            self.dropped += 1;
+        }
+        ready
+    }
+
     /// A pixel or cursor message: dropped if the display is stalled.
     fn send_droppable(
         &mut self,

@@ -80,7 +80,7 @@ mod error;
 mod proto;
 mod state;
 
-pub use backing::GuestRange;
+pub use backing::{BackingEntries, GuestRange};
 pub use error::ResourceError;
 pub use proto::{ErrorCode, MemEntry, Rect};
 pub use state::{

@@ -11,7 +11,7 @@ use rutabaga_gfx::{
 };
 use vm_memory::{GuestAddressSpace, GuestMemoryAtomic, GuestMemoryMmap};
 
-use crate::backing::{Backing, GuestRange, ReadError};
+use crate::backing::{Backing, BackingEntries, GuestRange, ReadError, RegionMap};
 use crate::error::ResourceError;
 use crate::proto::{format_bytes_per_pixel, MemEntry, Rect, VIRTIO_GPU_BLOB_MEM_GUEST};
 
@@ -30,6 +30,13 @@ const BYTES_PER_PIXEL: u32 = 4;
 const KNOWN_BLOB_FLAGS: u32 = 0x7;
 /// rutabaga context id for 2D operations (no context).
 const NO_CONTEXT: u32 = 0;
+/// Range buffers of detached backings kept for the next attach, at most.
+/// A guest re-attaching a large scattered backing (after swap-in) then
+/// reuses a resident buffer instead of page-faulting a fresh one.
+const RANGE_POOL_BUFFERS: usize = 4;
+/// Smallest range buffer worth keeping (in ranges; 4 KiB). Smaller ones are
+/// cheap to allocate.
+const RANGE_POOL_MIN_CAPACITY: usize = 256;
 
 /// Limits and display geometry of a [`GpuState`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -197,6 +204,10 @@ pub struct GpuState {
     /// Holding the `Arc` keeps that mapping alive, so those pointers stay
     /// valid memory until [`GpuState::refresh_memory`] replaces them.
     mem_snapshot: Arc<GuestMemoryMmap<()>>,
+    /// The regions of `mem_snapshot` with their host addresses.
+    regions: RegionMap,
+    /// Recycled range buffers (see [`RANGE_POOL_BUFFERS`]).
+    range_pool: Vec<Vec<GuestRange>>,
     resources: BTreeMap<u32, Resource>,
     scanouts: Vec<Option<Scanout>>,
     cursor: Cursor,
@@ -298,11 +309,14 @@ impl GpuState {
         }
         let rutabaga = build_renderer(&config)?;
         let mem_snapshot = mem.memory().into_inner();
+        let regions = RegionMap::new(&mem_snapshot);
         Ok(Self {
             rutabaga,
             config,
             mem,
             mem_snapshot,
+            regions,
+            range_pool: Vec::new(),
             resources: BTreeMap::new(),
             scanouts: vec![None; config.num_scanouts as usize],
             cursor: Cursor::default(),
@@ -474,7 +488,8 @@ impl GpuState {
         };
         if !entries.is_empty() {
             self.ensure_memory_current();
-            resource.backing = Some(self.validated_backing(id, &resource, entries)?);
+            let required = resource.required_backing();
+            resource.backing = Some(self.validated_backing(id, required, entries)?);
         }
         let attached = resource.attached_bytes();
         self.resources.insert(id, resource);
@@ -483,29 +498,51 @@ impl GpuState {
         Ok(attached)
     }
 
-    /// Validates `entries` as the backing of `resource` against the current
-    /// memory snapshot.
-    fn validated_backing(
-        &self,
+    /// Validates `entries` as a backing of at least `required` bytes against
+    /// the current memory snapshot, building it in a recycled buffer.
+    fn validated_backing<E: BackingEntries + ?Sized>(
+        &mut self,
         id: u32,
-        resource: &Resource,
-        entries: &[MemEntry],
+        required: u64,
+        entries: &E,
     ) -> Result<Backing, ResourceError> {
+        let buffer = self.range_pool.pop().unwrap_or_default();
         let backing = Backing::from_entries(
             id,
             entries,
             self.config.max_backing_entries,
-            &self.mem_snapshot,
+            &self.regions,
+            buffer,
         )?;
-        let required = resource.required_backing();
         if backing.total() < required {
+            let total = backing.total();
+            self.recycle_ranges(backing.into_ranges());
             return Err(ResourceError::BackingTooSmall {
                 id,
-                total: backing.total(),
+                total,
                 required,
             });
         }
+        // A few ranges built in a big recycled buffer: keep an exact copy
+        // and the buffer for the next large attach.
+        if backing.capacity() >= RANGE_POOL_MIN_CAPACITY
+            && backing.ranges().len().saturating_mul(4) < backing.capacity()
+        {
+            let exact = backing.exact_copy();
+            self.recycle_ranges(backing.into_ranges());
+            return Ok(exact);
+        }
         Ok(backing)
+    }
+
+    /// Keeps the range buffer of a dropped backing for the next attach.
+    fn recycle_ranges(&mut self, mut ranges: Vec<GuestRange>) {
+        if ranges.capacity() >= RANGE_POOL_MIN_CAPACITY
+            && self.range_pool.len() < RANGE_POOL_BUFFERS
+        {
+            ranges.clear();
+            self.range_pool.push(ranges);
+        }
     }
 
     /// RESOURCE_UNREF: destroys resource `id` and returns the bytes of backing
@@ -542,6 +579,9 @@ impl GpuState {
                     source,
                 })?;
         }
+        if let Some(backing) = resource.backing {
+            self.recycle_ranges(backing.into_ranges());
+        }
         debug!("resources: unref {id}, {attached} bytes of backing released");
         Ok(attached)
     }
@@ -570,14 +610,32 @@ impl GpuState {
     /// [`ResourceError::EntryOutsideGuestMemory`]; entries not covering the
     /// resource: [`ResourceError::BackingTooSmall`]. Nothing changes on error.
     pub fn attach_backing(&mut self, id: u32, entries: &[MemEntry]) -> Result<u64, ResourceError> {
+        self.attach_backing_entries(id, entries)
+    }
+
+    /// RESOURCE_ATTACH_BACKING from entries in any [`BackingEntries`] form,
+    /// e.g. the request's wire bytes viewed as `[virtio_gpu_mem_entry]`:
+    /// validated, coalesced and mapped in one pass without an intermediate
+    /// vector. Otherwise exactly [`GpuState::attach_backing`].
+    ///
+    /// # Errors
+    ///
+    /// As [`GpuState::attach_backing`].
+    pub fn attach_backing_entries<E: BackingEntries + ?Sized>(
+        &mut self,
+        id: u32,
+        entries: &E,
+    ) -> Result<u64, ResourceError> {
         self.ensure_memory_current();
         let resource = self.resource(id)?;
         if resource.backing.is_some() {
             return Err(ResourceError::BackingAlreadyAttached { id });
         }
-        let backing = self.validated_backing(id, resource, entries)?;
-        if let ResourceKind::TwoD { .. } = resource.kind {
-            let iovecs = backing.iovecs(&self.mem_snapshot).ok_or(
+        let required = resource.required_backing();
+        let is_2d = matches!(resource.kind, ResourceKind::TwoD { .. });
+        let backing = self.validated_backing(id, required, entries)?;
+        if is_2d {
+            let iovecs = backing.iovecs(&self.regions).ok_or(
                 // Unreachable after validation against the same snapshot.
                 ResourceError::EntryOutsideGuestMemory {
                     id,
@@ -622,11 +680,8 @@ impl GpuState {
             return Err(ResourceError::BackingNotAttached { id });
         }
         let is_2d = matches!(resource.kind, ResourceKind::TwoD { .. });
-        let detached = self
-            .resources
-            .get_mut(&id)
-            .and_then(|r| r.backing.take())
-            .map_or(0, |b| b.total());
+        let backing = self.resources.get_mut(&id).and_then(|r| r.backing.take());
+        let detached = backing.as_ref().map_or(0, Backing::total);
         self.attached_bytes -= detached;
         if is_2d {
             self.rutabaga
@@ -636,6 +691,9 @@ impl GpuState {
                     op: "detach backing from",
                     source,
                 })?;
+        }
+        if let Some(backing) = backing {
+            self.recycle_ranges(backing.into_ranges());
         }
         debug!("resources: detached {detached} bytes from resource {id}");
         Ok(detached)
@@ -664,6 +722,7 @@ impl GpuState {
         }
         // Keep the old snapshot alive until rutabaga holds only new pointers.
         let old = std::mem::replace(&mut self.mem_snapshot, current);
+        self.regions = RegionMap::new(&self.mem_snapshot);
         let mut first_error = None;
         for (&id, resource) in self.resources.iter_mut() {
             let Some(backing) = resource.backing.as_ref() else {
@@ -673,7 +732,7 @@ impl GpuState {
                 ResourceKind::TwoD { .. } => {
                     // Drop the stale pointers first, whatever happens next.
                     let detached = self.rutabaga.detach_backing(id);
-                    match backing.iovecs(&self.mem_snapshot) {
+                    match backing.iovecs(&self.regions) {
                         Some(iovecs) => {
                             match detached.and_then(|()| self.rutabaga.attach_backing(id, iovecs)) {
                                 Ok(()) => true,
@@ -690,7 +749,7 @@ impl GpuState {
                         None => false,
                     }
                 }
-                ResourceKind::GuestBlob { .. } => backing.is_inside(&self.mem_snapshot),
+                ResourceKind::GuestBlob { .. } => backing.is_inside(&self.regions),
             };
             if !keep {
                 let dropped = backing.total();
@@ -1298,6 +1357,7 @@ impl GpuState {
                 // only then may the snapshot they pointed into go.
                 self.rutabaga = fresh;
                 self.mem_snapshot = self.mem.memory().into_inner();
+                self.regions = RegionMap::new(&self.mem_snapshot);
                 Ok(())
             }
             Err(err) => {

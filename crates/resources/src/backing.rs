@@ -1,13 +1,10 @@
-//! Guest-physical backing of a resource: validation, coalescing, host iovec
-//! derivation and bounds-checked reads.
+//! Guest-physical backing of a resource: validation, coalescing, host
+//! address derivation and reads.
 //!
 //! The coalesced guest-physical ranges are the source of truth. Host pointers
 //! are derived from them against one guest memory snapshot and never outlive
 //! that snapshot (the owner keeps its `Arc` alive while the pointers exist).
 
-use std::ffi::c_void;
-
-use rutabaga_gfx::RutabagaIovec;
 use vm_memory::{
     Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryError, GuestMemoryMmap, GuestMemoryRegion,
     MemoryRegionAddress,
@@ -39,6 +36,8 @@ pub trait BackingEntries {
     fn count(&self) -> usize;
     /// Entry `index` (`index < count()`).
     fn entry(&self, index: usize) -> MemEntry;
+    /// Every entry, in order.
+    fn entries(&self) -> impl Iterator<Item = MemEntry> + '_;
 }
 
 impl BackingEntries for [MemEntry] {
@@ -49,6 +48,17 @@ impl BackingEntries for [MemEntry] {
     fn entry(&self, index: usize) -> MemEntry {
         self[index]
     }
+
+    fn entries(&self) -> impl Iterator<Item = MemEntry> + '_ {
+        self.iter().copied()
+    }
+}
+
+fn from_wire(e: &virtio_gpu_mem_entry) -> MemEntry {
+    MemEntry {
+        addr: e.addr.get(),
+        length: e.length.get(),
+    }
 }
 
 impl BackingEntries for [virtio_gpu_mem_entry] {
@@ -57,11 +67,11 @@ impl BackingEntries for [virtio_gpu_mem_entry] {
     }
 
     fn entry(&self, index: usize) -> MemEntry {
-        let e = &self[index];
-        MemEntry {
-            addr: e.addr.get(),
-            length: e.length.get(),
-        }
+        from_wire(&self[index])
+    }
+
+    fn entries(&self) -> impl Iterator<Item = MemEntry> + '_ {
+        self.iter().map(from_wire)
     }
 }
 
@@ -150,6 +160,22 @@ impl RegionMap {
         true
     }
 
+    /// Checks that `[start, end)` is guest memory and returns the bounds of
+    /// a region known to hold it (empty bounds if it spans several), so the
+    /// caller can check the next range against them without a call.
+    #[inline(never)]
+    fn check(&self, start: u64, end: u64, hint: &mut usize) -> Option<(u64, u64)> {
+        if !self.contains(start, end - start, hint) {
+            return None;
+        }
+        let r = self.regions.get(*hint)?;
+        Some(if r.start <= start && end <= r.end {
+            (r.start, r.end)
+        } else {
+            (0, 0)
+        })
+    }
+
     /// True if `[addr, addr + len)` is entirely guest memory (possibly
     /// spanning adjacent regions).
     fn contains(&self, addr: u64, len: u64, hint: &mut usize) -> bool {
@@ -203,12 +229,17 @@ impl Backing {
             });
         }
         ranges.clear();
+        ranges.reserve(count);
         let mut hint = 0usize;
+        // Bounds of the region that held the previous range: most ranges
+        // of a backing fall in the same region and are checked inline.
+        let mut region = (0u64, 0u64);
         let mut total: u64 = 0;
-        // The range being built: start, end, index of its first entry.
-        let mut current: Option<(u64, u64, usize)> = None;
-        for index in 0..count {
-            let entry = entries.entry(index);
+        // The range being built: start, end, index of its first entry. No
+        // valid entry starts at u64::MAX (its end would overflow), so the
+        // initial end never matches.
+        let mut current = (0u64, u64::MAX, 0usize);
+        for (index, entry) in entries.entries().enumerate() {
             let len = u64::from(entry.length);
             if len == 0 {
                 return Err(ResourceError::EntryEmpty { id, index });
@@ -224,21 +255,24 @@ impl Backing {
                 })?;
             // Cannot overflow: at most u32::MAX entries of at most u32::MAX bytes.
             total += len;
-            match current {
-                Some((start, cur_end, first)) if cur_end == entry.addr => {
-                    current = Some((start, end, first));
-                }
-                _ => {
-                    if let Some(done) = current {
-                        finish_range(id, entries, regions, &mut hint, done, &mut ranges)?;
-                    }
-                    current = Some((entry.addr, end, index));
-                }
+            if entry.addr == current.1 {
+                current.1 = end;
+                continue;
             }
+            if index > 0 {
+                finish_range(id, entries, regions, &mut hint, &mut region, current)?;
+                ranges.push(GuestRange {
+                    addr: current.0,
+                    len: current.1 - current.0,
+                });
+            }
+            current = (entry.addr, end, index);
         }
-        if let Some(done) = current {
-            finish_range(id, entries, regions, &mut hint, done, &mut ranges)?;
-        }
+        finish_range(id, entries, regions, &mut hint, &mut region, current)?;
+        ranges.push(GuestRange {
+            addr: current.0,
+            len: current.1 - current.0,
+        });
         Ok(Self { ranges, total })
     }
 
@@ -278,28 +312,6 @@ impl Backing {
             .all(|r| regions.contains(r.addr, r.len, &mut hint))
     }
 
-    /// Host iovecs for every range, split at memory region boundaries.
-    ///
-    /// The pointers are valid for as long as the memory snapshot `regions`
-    /// was built from is alive. Returns `None` if a range is no longer
-    /// guest memory.
-    pub(crate) fn iovecs(&self, regions: &RegionMap) -> Option<Vec<RutabagaIovec>> {
-        let mut iovecs = Vec::with_capacity(self.ranges.len());
-        let mut hint = 0;
-        for range in &self.ranges {
-            let inside = regions.for_each_piece(range.addr, range.len, &mut hint, |host, len| {
-                iovecs.push(RutabagaIovec {
-                    base: host.cast::<c_void>(),
-                    len,
-                });
-            });
-            if !inside {
-                return None;
-            }
-        }
-        Some(iovecs)
-    }
-
     /// Returns a reader for sequential reads of the backing's bytes.
     pub(crate) fn reader<'a>(&'a self, mem: &'a GuestMemoryMmap<()>) -> BackingReader<'a> {
         BackingReader {
@@ -311,46 +323,156 @@ impl Backing {
     }
 }
 
-/// Checks the finished range `(start, end, first)` against guest memory and
-/// appends it to `ranges`; on failure names the first entry of the range
-/// that is not guest memory.
+/// Copies bytes at offsets of a backing (offset 0 is the start of the first
+/// range) through the host mapping of guest memory: one `memcpy` per piece
+/// of a range inside one region, no per-call region search.
+///
+/// Remembers the range it stopped in, so copying rows in increasing offset
+/// order costs O(rows + ranges).
+pub(crate) struct HostReader<'a> {
+    ranges: &'a [GuestRange],
+    regions: &'a RegionMap,
+    /// Index of the range that contains `start`.
+    index: usize,
+    /// Backing offset at which `ranges[index]` starts.
+    start: u64,
+    hint: usize,
+}
+
+impl<'a> HostReader<'a> {
+    /// A reader of `backing` through `regions`, which must be the region
+    /// map of the memory snapshot the backing was validated against.
+    pub(crate) fn new(backing: &'a Backing, regions: &'a RegionMap) -> Self {
+        Self {
+            ranges: &backing.ranges,
+            regions,
+            index: 0,
+            start: 0,
+            hint: 0,
+        }
+    }
+
+    /// Fills `buf` with the backing bytes starting at `offset`.
+    ///
+    /// The guest may write these pages concurrently; the copy then holds
+    /// a mix of old and new bytes, as with any device DMA.
+    pub(crate) fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), ReadError> {
+        if offset < self.start {
+            self.index = 0;
+            self.start = 0;
+        }
+        let mut offset = offset;
+        let mut done = 0usize;
+        while done < buf.len() {
+            let range = self
+                .ranges
+                .get(self.index)
+                .ok_or(ReadError::OutsideBacking)?;
+            let range_end = self.start + range.len;
+            if offset >= range_end {
+                self.start = range_end;
+                self.index += 1;
+                continue;
+            }
+            let within = offset - self.start;
+            let want = (buf.len() - done) as u64;
+            let n = want.min(range.len - within);
+            let dst = &mut buf[done..];
+            let mut copied = 0usize;
+            let inside =
+                self.regions
+                    .for_each_piece(range.addr + within, n, &mut self.hint, |host, len| {
+                        // SAFETY: `host..host + len` lies inside a region of
+                        // the memory snapshot `regions` was built from, which
+                        // its owner keeps mapped while this reader exists;
+                        // `dst[copied..copied + len]` is in bounds because the
+                        // pieces add up to `n <= dst.len()`. Guest memory is
+                        // never a Rust allocation, so the two do not overlap.
+                        unsafe {
+                            std::ptr::copy_nonoverlapping(
+                                host.cast_const(),
+                                dst.as_mut_ptr().add(copied),
+                                len,
+                            );
+                        }
+                        copied += len;
+                    });
+            if !inside {
+                return Err(ReadError::NotGuestMemory);
+            }
+            // `n` is at most `buf.len() - done`, a usize.
+            done += n as usize;
+            offset += n;
+        }
+        Ok(())
+    }
+}
+
+/// Checks the finished range `(start, end, first)` against guest memory:
+/// inline against the bounds of the previous range's region, through the
+/// region map otherwise (updating `region`). On failure names the first
+/// entry of the range that is not guest memory.
+#[inline(always)]
 fn finish_range<E: BackingEntries + ?Sized>(
     id: u32,
     entries: &E,
     regions: &RegionMap,
     hint: &mut usize,
+    region: &mut (u64, u64),
     (start, end, first): (u64, u64, usize),
-    ranges: &mut Vec<GuestRange>,
 ) -> Result<(), ResourceError> {
-    let len = end - start;
-    if regions.contains(start, len, hint) {
-        ranges.push(GuestRange { addr: start, len });
+    if region.0 <= start && end <= region.1 {
         return Ok(());
     }
-    // Cold path: the range is the union of entries first.., in order.
+    match regions.check(start, end, hint) {
+        Some(bounds) => {
+            *region = bounds;
+            Ok(())
+        }
+        None => Err(first_entry_outside(
+            id,
+            entries,
+            regions,
+            *hint,
+            (start, end, first),
+        )),
+    }
+}
+
+/// The error for a range `(start, end, first)` that is not guest memory:
+/// names its first entry that is not (cold path).
+#[cold]
+fn first_entry_outside<E: BackingEntries + ?Sized>(
+    id: u32,
+    entries: &E,
+    regions: &RegionMap,
+    hint: usize,
+    (start, end, first): (u64, u64, usize),
+) -> ResourceError {
+    // The range is the union of entries first.., in order.
     let mut index = first;
     let mut at = start;
     while index < entries.count() && at < end {
         let entry = entries.entry(index);
         let entry_len = u64::from(entry.length);
-        let mut probe = *hint;
+        let mut probe = hint;
         if !regions.contains(entry.addr, entry_len, &mut probe) {
-            return Err(ResourceError::EntryOutsideGuestMemory {
+            return ResourceError::EntryOutsideGuestMemory {
                 id,
                 index,
                 addr: entry.addr,
                 len: entry_len,
-            });
+            };
         }
         at = entry.addr + entry_len;
         index += 1;
     }
-    Err(ResourceError::EntryOutsideGuestMemory {
+    ResourceError::EntryOutsideGuestMemory {
         id,
         index: first,
         addr: start,
-        len,
-    })
+        len: end - start,
+    }
 }
 
 /// Reads bytes at offsets of a backing (offset 0 is the start of the first
@@ -374,6 +496,9 @@ pub(crate) enum ReadError {
     OutsideBacking,
     /// Guest memory refused the access.
     Memory(GuestMemoryError),
+    /// A range is no longer guest memory (the backing was validated against
+    /// another memory snapshot).
+    NotGuestMemory,
 }
 
 impl BackingReader<'_> {
@@ -623,20 +748,37 @@ mod tests {
     }
 
     #[test]
-    fn test_iovecs_range_across_regions_is_split() {
+    fn test_host_reader_reads_a_range_across_regions() {
         let mem = two_regions();
+        mem.write_slice(&[1, 2], GuestAddress(MIB - 2))
+            .expect("write");
+        mem.write_slice(&[3, 4], GuestAddress(MIB)).expect("write");
         // One 8 KiB entry straddling the boundary at 1 MiB.
         let entries = [entry(MIB - u64::from(PAGE), 2 * PAGE)];
         let backing = build(&entries, 16, &mem).expect("valid entries");
+        let regions = RegionMap::new(&mem);
+        let mut buf = [0u8; 4];
 
-        let iovecs = backing
-            .iovecs(&RegionMap::new(&mem))
-            .expect("inside memory");
+        HostReader::new(&backing, &regions)
+            .read_at(u64::from(PAGE) - 2, &mut buf)
+            .expect("read");
 
         assert_eq!(backing.ranges().len(), 1);
-        assert_eq!(iovecs.len(), 2);
-        assert_eq!(iovecs[0].len, PAGE as usize);
-        assert_eq!(iovecs[1].len, PAGE as usize);
+        assert_eq!(buf, [1, 2, 3, 4]);
+    }
+
+    #[test]
+    fn test_host_reader_past_end_is_outside_backing() {
+        let mem = memory();
+        let backing = build(&[entry(0, PAGE)], 16, &mem).expect("valid entries");
+        let regions = RegionMap::new(&mem);
+        let mut buf = [0u8; 8];
+
+        let err = HostReader::new(&backing, &regions)
+            .read_at(u64::from(PAGE) - 4, &mut buf)
+            .expect_err("past end");
+
+        assert!(matches!(err, ReadError::OutsideBacking));
     }
 
     #[test]

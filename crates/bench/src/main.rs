@@ -45,6 +45,10 @@ struct Args {
     /// Run only these workloads (comma-separated names).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
+    /// Skip the display warm-up: measure freshly started daemons, whose
+    /// allocators have not yet sent a frame (see README.md).
+    #[arg(long)]
+    cold: bool,
 }
 
 /// Measurements of one workload on one daemon in one round.
@@ -469,8 +473,13 @@ fn run(args: &Args) -> Result<(), String> {
 
     let load_before = procfs::loadavg();
     println!(
-        "vugpu-bench: {} rounds, daemons: {}, {} CPUs, loadavg before: {load_before}",
+        "vugpu-bench: {} rounds{}, daemons: {}, {} CPUs, loadavg before: {load_before}",
         args.rounds,
+        if args.cold {
+            ", cold (no display warm-up)"
+        } else {
+            ""
+        },
         specs
             .iter()
             .map(|s| format!("{}={}", s.name, s.binary.display()))
@@ -482,7 +491,19 @@ fn run(args: &Args) -> Result<(), String> {
     let mut plans = Vec::new();
     for spec in &specs {
         let mut vmm = Vmm::start(spec, RAM_SIZE, FRAME_W, FRAME_H)?;
-        let plan = Plan::setup(&mut vmm).map_err(|e| format!("{e}\n{}", vmm.log()))?;
+        let mut plan = Plan::setup(&mut vmm).map_err(|e| format!("{e}\n{}", vmm.log()))?;
+        if !args.cold {
+            // Five full frames: both daemons then hold the allocator state
+            // of a VM whose display has been running (README.md).
+            let warm = Workload {
+                kind: Kind::Frame,
+                name: "display warm-up",
+                ops: 0,
+                warmup: 5,
+            };
+            run_workload(&mut vmm, &mut plan, &warm)
+                .map_err(|e| format!("display warm-up: {e}\n{}", vmm.log()))?;
+        }
         vmms.push(vmm);
         plans.push(plan);
     }
@@ -552,6 +573,21 @@ fn run(args: &Args) -> Result<(), String> {
             .collect::<Vec<_>>()
             .join(", ")
     );
+    println!("Per-round medians (p99 for small-*), in run order, ours / QEMU:");
+    for (w, series) in &results {
+        let p = matches!(w.kind, Kind::SmallFenced | Kind::SmallUnfenced).then_some(0.99);
+        let fmt = |d: usize| {
+            if d >= daemons {
+                return "—".to_owned();
+            }
+            per_round(series, d, p)
+                .into_iter()
+                .map(fmt_dur)
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        println!("  {:<18} {} / {}", w.name, fmt(0), fmt(1));
+    }
     println!(
         "Display messages: ours {updates} UPDATE / {scanouts} SCANOUT{}.",
         qemu_msgs.map_or(String::new(), |(u, s)| format!(

@@ -1044,6 +1044,36 @@ impl GpuState {
         }
     }
 
+    /// The pixels of `rect` of 2D resource `id` straight from its host copy,
+    /// without copying, when they are one contiguous block: `rect` spans
+    /// the resource's full width (rows are then tightly packed,
+    /// `rect.width * rect.height * 4` bytes). `None` for a narrower rect, a
+    /// rect outside the resource, an empty rect, a guest blob or an unknown
+    /// id: use [`GpuState::read_pixels`] then.
+    ///
+    /// Lets the display send a band with one copy (into the socket) instead
+    /// of two.
+    pub fn host_rows(&self, id: u32, rect: Rect) -> Option<&[u8]> {
+        let resource = self.resources.get(&id)?;
+        let ResourceKind::TwoD { width, height, .. } = resource.kind else {
+            return None;
+        };
+        if rect.x != 0
+            || rect.width != width
+            || rect.height == 0
+            || !rect_inside(&rect, width, height)
+        {
+            return None;
+        }
+        // Inside a resource of at most 16384x16384 pixels: fits usize.
+        let pitch = width as usize * BYTES_PER_PIXEL as usize;
+        let first = rect.y as usize * pitch;
+        resource
+            .pixels
+            .0
+            .get(first..first + rect.height as usize * pitch)
+    }
+
     /// Appends `rect` of 2D resource `id`'s host copy to `out` (empty on
     /// entry): one copy per row, or one copy in all for full-width rows, and
     /// no zero-fill of `out` first.

@@ -1352,6 +1352,51 @@ fn test_read_pixels_band_below_row_0_overwrites_stale_output() {
 }
 
 #[test]
+fn test_host_rows_full_width_band_is_the_read_pixels_bytes() {
+    let (mut state, mem) = new_state();
+    let content = pattern(8, SIDE_BYTES);
+    write_guest(&mem, AREA_A, &content);
+    attached_2d(&mut state, 1, AREA_A);
+    state
+        .transfer_to_host_2d(1, full(SIDE, SIDE), 0)
+        .expect("transfer");
+    let band = Rect {
+        x: 0,
+        y: 20,
+        width: SIDE,
+        height: 10,
+    };
+    let mut copied = Vec::new();
+    state.read_pixels(1, band, &mut copied).expect("read");
+
+    let rows = state.host_rows(1, band).expect("full-width band");
+
+    assert_eq!(rows, &copied[..]);
+}
+
+#[test]
+fn test_host_rows_narrow_or_outside_rect_is_none() {
+    let (mut state, _mem) = new_state();
+    attached_2d(&mut state, 1, AREA_A);
+    let narrow = Rect {
+        x: 1,
+        y: 0,
+        width: SIDE - 1,
+        height: 1,
+    };
+    let outside = Rect {
+        x: 0,
+        y: SIDE - 1,
+        width: SIDE,
+        height: 2,
+    };
+
+    assert!(state.host_rows(1, narrow).is_none());
+    assert!(state.host_rows(1, outside).is_none());
+    assert!(state.host_rows(2, full(SIDE, SIDE)).is_none());
+}
+
+#[test]
 fn test_read_pixels_2d_sub_rect_is_tightly_packed() {
     let (mut state, mem) = new_state();
     let content = pattern(6, SIDE_BYTES);

@@ -217,15 +217,19 @@ fn per_round(series: &Series, d: usize, p: Option<f64>) -> Vec<Duration> {
         .collect()
 }
 
-/// Pooled median (or percentile) over every round of daemon `d`.
+/// Pooled median over every round of daemon `d`, or for a percentile `p`
+/// the median over rounds of the per-round percentile (one preempted round
+/// on a loaded machine would otherwise own the pooled tail).
 fn pooled(series: &Series, d: usize, p: Option<f64>) -> Duration {
-    let mut all: Vec<Duration> = series.rounds[d]
-        .iter()
-        .flat_map(|s| s.times.iter().copied())
-        .collect();
     match p {
-        Some(p) => percentile(&mut all, p),
-        None => median(&mut all),
+        Some(_) => median(&mut per_round(series, d, p)),
+        None => {
+            let mut all: Vec<Duration> = series.rounds[d]
+                .iter()
+                .flat_map(|s| s.times.iter().copied())
+                .collect();
+            median(&mut all)
+        }
     }
 }
 
@@ -564,7 +568,7 @@ fn run(args: &Args) -> Result<(), String> {
     println!();
     println!(
         "Medians pooled over {} rounds ({}); ratios are medians of per-round ratios. \
-         p99 rows: pooled p99. CPU: daemon threads' schedstat run time per command. \
+         p99 rows: median over rounds of the per-round p99. CPU: daemon threads' schedstat run time per command. \
          Peak RSS: VmHWM reset before each workload, max over rounds (includes mapped guest RAM the daemon touched).",
         args.rounds,
         workloads

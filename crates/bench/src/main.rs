@@ -246,13 +246,18 @@ fn paired_ratio(series: &Series, p: Option<f64>) -> f64 {
     median_f(&mut r)
 }
 
+/// Daemon CPU per command: the median over rounds of each round's CPU
+/// time divided by its commands (a round disturbed by the machine, e.g.
+/// reclaim charged to the daemon, does not skew it).
 fn cpu_per_command(series: &Series, d: usize) -> Option<Duration> {
-    let (cpu, n) = series.rounds[d]
+    let mut per_round: Vec<Duration> = series.rounds[d]
         .iter()
-        .fold((Duration::ZERO, 0usize), |(c, n), s| {
-            (c + s.cpu, n + s.commands)
-        });
-    u32::try_from(n).ok().filter(|&n| n > 0).map(|n| cpu / n)
+        .filter_map(|s| {
+            let n = u32::try_from(s.commands).ok().filter(|&n| n > 0)?;
+            Some(s.cpu / n)
+        })
+        .collect();
+    (!per_round.is_empty()).then(|| median(&mut per_round))
 }
 
 fn peak_rss(series: &Series, d: usize) -> u64 {
@@ -568,7 +573,7 @@ fn run(args: &Args) -> Result<(), String> {
     println!();
     println!(
         "Medians pooled over {} rounds ({}); ratios are medians of per-round ratios. \
-         p99 rows: median over rounds of the per-round p99. CPU: daemon threads' schedstat run time per command. \
+         p99 rows: median over rounds of the per-round p99. CPU: daemon threads' schedstat run time per command, median over rounds. \
          Peak RSS: VmHWM reset before each workload, max over rounds (includes mapped guest RAM the daemon touched).",
         args.rounds,
         workloads

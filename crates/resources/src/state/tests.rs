@@ -1882,7 +1882,7 @@ fn test_refresh_memory_new_region_split_inside_backing_still_transfers() {
     let (mut state, mem) = new_state();
     attached_2d(&mut state, 1, AREA_A);
     // Same guest-physical space, now two regions split in the middle of the
-    // backing: the re-derived iovecs must be split there too.
+    // backing: host addresses must be split there too.
     let split = AREA_A + 2 * PAGE;
     let new_map = GuestMemoryMmap::from_ranges(&[
         (GuestAddress(0), split as usize),

@@ -729,6 +729,55 @@ pub fn decode_header(bytes: &[u8]) -> Result<CtrlHeader, DecodeError> {
     Ok(CtrlHeader::from(&hdr))
 }
 
+/// The `count` memory entries at the start of `rest`, in place, after
+/// checking the count against the limit and the bytes present.
+fn entries_in_place<'a>(
+    count: u32,
+    rest: &'a [u8],
+    limits: &DecodeLimits,
+) -> Result<&'a [virtio_gpu_mem_entry], DecodeError> {
+    if count > limits.max_backing_entries {
+        return Err(DecodeError::TooManyEntries {
+            count,
+            max: limits.max_backing_entries,
+        });
+    }
+    <[virtio_gpu_mem_entry]>::ref_from_prefix_with_elems(rest, count as usize)
+        .map(|(entries, _)| entries)
+        .map_err(|_| DecodeError::EntriesTruncated {
+            count,
+            have_bytes: rest.len(),
+        })
+}
+
+/// Decodes a RESOURCE_ATTACH_BACKING request without copying its entries:
+/// returns the header, the resource id and the entries as they sit in
+/// `bytes` (little-endian wire structs), for a caller that validates them
+/// straight from the request (e.g. `vugpu_resources::GpuState::
+/// attach_backing_entries`). [`decode_command`] gives the same request as a
+/// [`GpuCommand::ResourceAttachBacking`] with the entries copied into a
+/// vector.
+///
+/// # Errors
+///
+/// As [`decode_command`] for this request; [`DecodeError::Unsupported`] if
+/// `bytes` holds another command.
+pub fn decode_attach_backing_in_place<'a>(
+    bytes: &'a [u8],
+    limits: &DecodeLimits,
+) -> Result<(CtrlHeader, u32, &'a [virtio_gpu_mem_entry]), DecodeError> {
+    let hdr = decode_header(bytes)?;
+    if hdr.type_ != VIRTIO_GPU_CMD_RESOURCE_ATTACH_BACKING {
+        return Err(DecodeError::Unsupported { type_: hdr.type_ });
+    }
+    let (c, rest) = read_struct::<virtio_gpu_resource_attach_backing>(
+        bytes,
+        "virtio_gpu_resource_attach_backing",
+    )?;
+    let entries = entries_in_place(c.nr_entries.get(), rest, limits)?;
+    Ok((hdr, c.resource_id.get(), entries))
+}
+
 /// Decodes `count` memory entries from `rest`, checking the count against
 /// the limit and the bytes present *before* allocating.
 fn decode_entries(
@@ -736,31 +785,11 @@ fn decode_entries(
     rest: &[u8],
     limits: &DecodeLimits,
 ) -> Result<Vec<MemEntry>, DecodeError> {
-    if count > limits.max_backing_entries {
-        return Err(DecodeError::TooManyEntries {
-            count,
-            max: limits.max_backing_entries,
-        });
-    }
-    let entry_size = size_of::<virtio_gpu_mem_entry>();
-    // `count` is now bounded by the limit; it is further bounded by the
-    // bytes actually present, so the allocation below is at most
-    // `rest.len() / 16` elements whatever the guest wrote.
-    let wanted = count as usize;
-    if rest.len() / entry_size < wanted {
-        return Err(DecodeError::EntriesTruncated {
-            count,
-            have_bytes: rest.len(),
-        });
-    }
-    let (raw, _) =
-        <[virtio_gpu_mem_entry]>::ref_from_prefix_with_elems(rest, wanted).map_err(|_| {
-            DecodeError::EntriesTruncated {
-                count,
-                have_bytes: rest.len(),
-            }
-        })?;
-    let mut entries = Vec::with_capacity(wanted);
+    // `count` is bounded by the limit and by the bytes actually present, so
+    // the allocation below is at most `rest.len() / 16` elements whatever
+    // the guest wrote.
+    let raw = entries_in_place(count, rest, limits)?;
+    let mut entries = Vec::with_capacity(raw.len());
     entries.extend(raw.iter().map(|e| MemEntry {
         addr: e.addr.get(),
         length: e.length.get(),

@@ -35,9 +35,9 @@ pub mod response;
 pub mod wire;
 
 pub use command::{
-    command_c_name, command_name, decode_command, decode_header, max_command_len, CtrlHeader,
-    CursorPos, DecodeError, DecodeLimits, GpuCommand, MemEntry, Rect, COMMAND_NAMES,
-    DEFAULT_MAX_BACKING_ENTRIES, UNKNOWN_COMMAND_NAME,
+    command_c_name, command_name, decode_attach_backing_in_place, decode_command, decode_header,
+    max_command_len, CtrlHeader, CursorPos, DecodeError, DecodeLimits, GpuCommand, MemEntry, Rect,
+    COMMAND_NAMES, DEFAULT_MAX_BACKING_ENTRIES, UNKNOWN_COMMAND_NAME,
 };
 pub use edid::{generate_edid, EdidError};
 pub use response::{response_header, DisplayOne, EncodeError, ErrorCode, GpuResponse};

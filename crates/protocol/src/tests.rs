@@ -1560,3 +1560,92 @@ fn test_config_write_straddling_events_clear_rejected() {
     assert!(!accepted);
     assert_eq!(cfg.events_read.get(), 1);
 }
+
+// ---------------------------------------------------------------------------
+// decode_attach_backing_in_place
+// ---------------------------------------------------------------------------
+
+#[test]
+fn test_attach_in_place_gives_the_entries_decode_command_copies() {
+    let bytes = attach_bytes(2, 2);
+
+    let (hdr, resource_id, entries) =
+        decode_attach_backing_in_place(&bytes, &DecodeLimits::default()).expect("decodes");
+
+    let decoded: Vec<MemEntry> = entries
+        .iter()
+        .map(|e| MemEntry {
+            addr: e.addr.get(),
+            length: e.length.get(),
+        })
+        .collect();
+    let (expected_hdr, expected) = decode(&bytes).expect("decodes");
+    assert_eq!(hdr, expected_hdr);
+    assert_eq!(
+        GpuCommand::ResourceAttachBacking {
+            resource_id,
+            entries: decoded
+        },
+        expected
+    );
+}
+
+#[test]
+fn test_attach_in_place_borrows_the_request_bytes() {
+    let bytes = attach_bytes(2, 2);
+
+    let (_, _, entries) =
+        decode_attach_backing_in_place(&bytes, &DecodeLimits::default()).expect("decodes");
+
+    let fixed = size_of::<virtio_gpu_resource_attach_backing>();
+    assert_eq!(entries.as_bytes().as_ptr(), bytes[fixed..].as_ptr());
+}
+
+#[test]
+fn test_attach_in_place_partial_last_entry_truncated() {
+    let mut bytes = attach_bytes(3, 3);
+    bytes.truncate(bytes.len() - 8);
+
+    let result = decode_attach_backing_in_place(&bytes, &DecodeLimits::default());
+
+    assert_eq!(
+        result,
+        Err(DecodeError::EntriesTruncated {
+            count: 3,
+            have_bytes: 40
+        })
+    );
+}
+
+#[test]
+fn test_attach_in_place_over_limit_is_too_many() {
+    let bytes = attach_bytes(3, 3);
+    let limits = DecodeLimits {
+        max_backing_entries: 2,
+    };
+
+    let result = decode_attach_backing_in_place(&bytes, &limits);
+
+    assert_eq!(
+        result,
+        Err(DecodeError::TooManyEntries { count: 3, max: 2 })
+    );
+}
+
+#[test]
+fn test_attach_in_place_other_command_is_unsupported() {
+    let hdr = CtrlHeader {
+        type_: VIRTIO_GPU_CMD_RESOURCE_DETACH_BACKING,
+        ..CtrlHeader::default()
+    };
+    let bytes = GpuCommand::ResourceDetachBacking { resource_id: 9 }.to_bytes(&hdr);
+
+    let result = decode_attach_backing_in_place(&bytes, &DecodeLimits::default());
+
+    assert_eq!(
+        result,
+        Err(DecodeError::Unsupported {
+            type_: VIRTIO_GPU_CMD_RESOURCE_DETACH_BACKING
+        })
+    );
+}

@@ -211,7 +211,8 @@ pub enum ResourceError {
         /// Height of the area.
         height: u32,
     },
-    /// The renderer failed.
+    /// The renderer failed (not produced since the state keeps 2D pixels
+    /// itself; kept for API stability).
     #[error("renderer failed to {op} resource {id}")]
     Renderer {
         /// Resource id.
@@ -222,7 +223,8 @@ pub enum ResourceError {
         #[source]
         source: RutabagaError,
     },
-    /// The renderer could not be created.
+    /// The renderer could not be created (not produced since the state keeps
+    /// 2D pixels itself; kept for API stability).
     #[error("creating the 2D renderer failed")]
     RendererInit(#[source] RutabagaError),
     /// A TRANSFER_TO_HOST_2D offset below the position of the rectangle's

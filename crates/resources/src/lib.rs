@@ -13,9 +13,11 @@
 //!
 //! * [`GpuState::attach_backing`] validates every guest entry against guest
 //!   memory, coalesces adjacent entries into [`GuestRange`]s (the source of
-//!   truth) and, for 2D resources, derives host iovecs for the renderer.
-//! * [`GpuState::detach_backing`] drops the renderer's iovecs before it
-//!   returns; the host pixel copy of a 2D resource stays.
+//!   truth); nothing else is kept: host addresses are derived from the
+//!   ranges for each access.
+//! * [`GpuState::detach_backing`] drops the ranges before it returns, so no
+//!   later operation can reach those pages; the host pixel copy of a 2D
+//!   resource stays.
 //! * Any operation that would touch guest pages of a resource without backing
 //!   fails with an error for which [`ResourceError::is_refused_access`] is true
 //!   and touches no guest memory.
@@ -58,17 +60,23 @@
 //!
 //! # Storage
 //!
-//! 2D resources keep their pixels in rutabaga_gfx's 2D component. Guest blobs
-//! (`VIRTIO_GPU_BLOB_MEM_GUEST`) are kept outside rutabaga: their content lives
-//! in guest memory, so they hold only guest ranges and are read through
-//! vm-memory's bounds-checked accessors, never through cached host pointers.
+//! 2D resources keep their pixels in a host copy owned by the state
+//! (`width * height * 4` bytes, zeroed lazily by the kernel). TRANSFER_TO_HOST_2D
+//! copies into it from guest memory through a map of the guest memory
+//! regions (one copy per row, or one in all for full-width rows), and
+//! [`GpuState::read_pixels`] copies out of it without a scratch buffer. This
+//! is what rutabaga_gfx's 2D component did, without its per-resource iovec
+//! vector and per-row copies, which made a scattered ATTACH and a full
+//! frame slower than QEMU's C daemon. Guest blobs (`VIRTIO_GPU_BLOB_MEM_GUEST`)
+//! have no host copy: their content lives in guest memory, so they hold only
+//! guest ranges and are read through vm-memory's bounds-checked accessors.
 //!
 //! # Behaviour worth knowing
 //!
 //! * TRANSFER_TO_HOST_2D offsets follow QEMU and the Linux driver: `offset`
-//!   is where the rectangle's first pixel sits in the backing. rutabaga adds
-//!   the rectangle position itself, so offsets below `y * stride + x * 4`
-//!   (which Linux never sends) are rejected with INVALID_PARAMETER.
+//!   is where the rectangle's first pixel sits in the backing. Offsets below
+//!   `y * stride + x * 4` (which Linux never sends, and which rutabaga_gfx
+//!   cannot express) are rejected with INVALID_PARAMETER.
 //! * TRANSFER_TO_HOST_2D on a guest blob is a no-op (as in QEMU; Linux sends
 //!   it for blob dumb buffers) but still refused without backing.
 //! * The cursor copies its image at UPDATE_CURSOR and does not pin the
@@ -80,7 +88,7 @@ mod error;
 mod proto;
 mod state;
 
-pub use backing::GuestRange;
+pub use backing::{BackingEntries, GuestRange};
 pub use error::ResourceError;
 pub use proto::{ErrorCode, MemEntry, Rect};
 pub use state::{

@@ -1,17 +1,12 @@
 //! [`GpuState`]: the resource table, scanouts, cursor and backing state.
 
 use std::collections::BTreeMap;
-use std::io::IoSliceMut;
 use std::sync::Arc;
 
 use log::{debug, warn};
-use rutabaga_gfx::{
-    ResourceCreate3D, Rutabaga, RutabagaBuilder, RutabagaComponentType, RutabagaFenceHandler,
-    Transfer3D, RUTABAGA_PIPE_BIND_RENDER_TARGET, RUTABAGA_PIPE_TEXTURE_2D,
-};
 use vm_memory::{GuestAddressSpace, GuestMemoryAtomic, GuestMemoryMmap};
 
-use crate::backing::{Backing, GuestRange, ReadError};
+use crate::backing::{Backing, BackingEntries, GuestRange, HostReader, ReadError, RegionMap};
 use crate::error::ResourceError;
 use crate::proto::{format_bytes_per_pixel, MemEntry, Rect, VIRTIO_GPU_BLOB_MEM_GUEST};
 
@@ -28,8 +23,13 @@ pub const CURSOR_HEIGHT: u32 = 64;
 const BYTES_PER_PIXEL: u32 = 4;
 /// `VIRTIO_GPU_BLOB_FLAG_USE_{MAPPABLE,SHAREABLE,CROSS_DEVICE}`.
 const KNOWN_BLOB_FLAGS: u32 = 0x7;
-/// rutabaga context id for 2D operations (no context).
-const NO_CONTEXT: u32 = 0;
+/// Range buffers of detached backings kept for the next attach, at most.
+/// A guest re-attaching a large scattered backing (after swap-in) then
+/// reuses a resident buffer instead of page-faulting a fresh one.
+const RANGE_POOL_BUFFERS: usize = 4;
+/// Smallest range buffer worth keeping (in ranges; 4 KiB). Smaller ones are
+/// cheap to allocate.
+const RANGE_POOL_MIN_CAPACITY: usize = 256;
 
 /// Limits and display geometry of a [`GpuState`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,16 +41,16 @@ pub struct GpuStateConfig {
     pub max_host_memory: u64,
     /// Most entries one ATTACH_BACKING or CREATE_BLOB may carry (QEMU: 16384).
     pub max_backing_entries: u32,
-    /// Preferred display width reported to the renderer.
+    /// Preferred display width (validated; kept for the daemon).
     pub display_width: u32,
-    /// Preferred display height reported to the renderer.
+    /// Preferred display height (validated; kept for the daemon).
     pub display_height: u32,
 }
 
 /// What a resource is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ResourceKind {
-    /// A 2D resource with a host pixel copy in the renderer.
+    /// A 2D resource with a host pixel copy.
     TwoD {
         /// `VIRTIO_GPU_FORMAT_*`.
         format: u32,
@@ -121,10 +121,21 @@ struct BlobLayout {
     offset: u32,
 }
 
+/// The host pixel copy of a 2D resource: `width * height * 4` bytes, rows
+/// `width * 4` apart (empty for a guest blob).
+struct HostPixels(Vec<u8>);
+
+impl std::fmt::Debug for HostPixels {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "HostPixels({} bytes)", self.0.len())
+    }
+}
+
 /// One entry of the resource table.
 #[derive(Debug)]
 struct Resource {
     kind: ResourceKind,
+    pixels: HostPixels,
     /// `None` is the `NoBacking` state.
     backing: Option<Backing>,
     uuid: Option<[u8; 16]>,
@@ -133,7 +144,7 @@ struct Resource {
 }
 
 impl Resource {
-    /// Host bytes this resource holds in the renderer.
+    /// Host bytes of this resource's pixel copy.
     fn host_bytes(&self) -> u64 {
         match self.kind {
             ResourceKind::TwoD { width, height, .. } => {
@@ -178,9 +189,9 @@ struct Cursor {
 
 /// The device state: resources, their backing, scanouts and the cursor.
 ///
-/// Owns the rutabaga 2D renderer, which is not `Send`: a `GpuState` lives on
-/// one worker thread. Every method validates its guest-controlled arguments
-/// completely before it changes any state.
+/// Holds host pointers into guest memory, so it is not `Send`: a
+/// `GpuState` lives on one worker thread. Every method validates its
+/// guest-controlled arguments completely before it changes any state.
 ///
 /// Give it a clone of the `GuestMemoryAtomic` that vhost-user-backend
 /// updates (the one passed to `VhostUserBackend::update_memory`): the
@@ -188,15 +199,19 @@ struct Cursor {
 /// host pointers in [`GpuState::refresh_memory`], and also does so by itself
 /// before any access to guest memory.
 pub struct GpuState {
-    // Declared first so it is dropped before the memory snapshot its iovecs
-    // point into.
-    rutabaga: Rutabaga,
     config: GpuStateConfig,
     mem: GuestMemoryAtomic<GuestMemoryMmap<()>>,
-    /// The guest memory snapshot every iovec held by rutabaga points into.
-    /// Holding the `Arc` keeps that mapping alive, so those pointers stay
-    /// valid memory until [`GpuState::refresh_memory`] replaces them.
+    /// The guest memory snapshot every backing was validated against.
+    /// Holding the `Arc` keeps that mapping alive, so the host addresses in
+    /// `regions` stay valid memory until [`GpuState::refresh_memory`]
+    /// replaces both.
     mem_snapshot: Arc<GuestMemoryMmap<()>>,
+    /// The regions of `mem_snapshot` with their host addresses: host
+    /// pointers are derived from a backing's guest ranges through it, on
+    /// demand, and never stored.
+    regions: RegionMap,
+    /// Recycled range buffers (see [`RANGE_POOL_BUFFERS`]).
+    range_pool: Vec<Vec<GuestRange>>,
     resources: BTreeMap<u32, Resource>,
     scanouts: Vec<Option<Scanout>>,
     cursor: Cursor,
@@ -215,19 +230,6 @@ impl std::fmt::Debug for GpuState {
             .field("attached_bytes", &self.attached_bytes)
             .finish_non_exhaustive()
     }
-}
-
-fn build_renderer(config: &GpuStateConfig) -> Result<Rutabaga, ResourceError> {
-    // The 2D component signals fences synchronously inside create_fence; this
-    // crate never creates fences (the daemon completes them), so the handler
-    // has nothing to do.
-    let fence_handler = RutabagaFenceHandler::new(|_| {});
-    RutabagaBuilder::new(0, fence_handler)
-        .set_default_component(RutabagaComponentType::Rutabaga2D)
-        .set_display_width(config.display_width)
-        .set_display_height(config.display_height)
-        .build()
-        .map_err(ResourceError::RendererInit)
 }
 
 /// True if `rect` lies inside a `width` x `height` area (overflow-safe).
@@ -275,8 +277,7 @@ impl GpuState {
     /// # Errors
     ///
     /// [`ResourceError::InvalidConfig`] for 0 or more than [`MAX_SCANOUTS`]
-    /// scanouts, a zero display size or zero `max_backing_entries`;
-    /// [`ResourceError::RendererInit`] if rutabaga cannot be built.
+    /// scanouts, a zero display size or zero `max_backing_entries`.
     pub fn new(
         config: GpuStateConfig,
         mem: GuestMemoryAtomic<GuestMemoryMmap<()>>,
@@ -296,13 +297,14 @@ impl GpuState {
                 "max_backing_entries must not be 0",
             ));
         }
-        let rutabaga = build_renderer(&config)?;
         let mem_snapshot = mem.memory().into_inner();
+        let regions = RegionMap::new(&mem_snapshot);
         Ok(Self {
-            rutabaga,
             config,
             mem,
             mem_snapshot,
+            regions,
+            range_pool: Vec::new(),
             resources: BTreeMap::new(),
             scanouts: vec![None; config.num_scanouts as usize],
             cursor: Cursor::default(),
@@ -390,25 +392,9 @@ impl GpuState {
             });
         }
 
-        let create = ResourceCreate3D {
-            target: RUTABAGA_PIPE_TEXTURE_2D,
-            format,
-            bind: RUTABAGA_PIPE_BIND_RENDER_TARGET,
-            width,
-            height,
-            depth: 1,
-            array_size: 1,
-            last_level: 0,
-            nr_samples: 0,
-            flags: 0,
-        };
-        self.rutabaga
-            .resource_create_3d(id, create)
-            .map_err(|source| ResourceError::Renderer {
-                id,
-                op: "create",
-                source,
-            })?;
+        // Zeroed lazily by the kernel (calloc): pages the guest never
+        // transfers cost no memory. `size` fits u32, hence usize.
+        let pixels = HostPixels(vec![0u8; size as usize]);
         self.resources.insert(
             id,
             Resource {
@@ -417,6 +403,7 @@ impl GpuState {
                     width,
                     height,
                 },
+                pixels,
                 backing: None,
                 uuid: None,
                 layout: None,
@@ -430,7 +417,7 @@ impl GpuState {
     /// RESOURCE_CREATE_BLOB for `VIRTIO_GPU_BLOB_MEM_GUEST`: creates a guest
     /// blob of `size` bytes, attached to `entries` unless they are empty.
     ///
-    /// Guest blobs are kept outside rutabaga: they have no host storage and
+    /// Guest blobs have no host copy: they have no host storage and
     /// are read through vm-memory when shown. `blob_id` is only meaningful for
     /// host blobs and is ignored. Returns the bytes attached (0 without
     /// entries).
@@ -468,13 +455,15 @@ impl GpuState {
                 size,
                 flags: blob_flags,
             },
+            pixels: HostPixels(Vec::new()),
             backing: None,
             uuid: None,
             layout: None,
         };
         if !entries.is_empty() {
             self.ensure_memory_current();
-            resource.backing = Some(self.validated_backing(id, &resource, entries)?);
+            let required = resource.required_backing();
+            resource.backing = Some(self.validated_backing(id, required, entries)?);
         }
         let attached = resource.attached_bytes();
         self.resources.insert(id, resource);
@@ -483,35 +472,57 @@ impl GpuState {
         Ok(attached)
     }
 
-    /// Validates `entries` as the backing of `resource` against the current
-    /// memory snapshot.
-    fn validated_backing(
-        &self,
+    /// Validates `entries` as a backing of at least `required` bytes against
+    /// the current memory snapshot, building it in a recycled buffer.
+    fn validated_backing<E: BackingEntries + ?Sized>(
+        &mut self,
         id: u32,
-        resource: &Resource,
-        entries: &[MemEntry],
+        required: u64,
+        entries: &E,
     ) -> Result<Backing, ResourceError> {
+        let buffer = self.range_pool.pop().unwrap_or_default();
         let backing = Backing::from_entries(
             id,
             entries,
             self.config.max_backing_entries,
-            &self.mem_snapshot,
+            &self.regions,
+            buffer,
         )?;
-        let required = resource.required_backing();
         if backing.total() < required {
+            let total = backing.total();
+            self.recycle_ranges(backing.into_ranges());
             return Err(ResourceError::BackingTooSmall {
                 id,
-                total: backing.total(),
+                total,
                 required,
             });
         }
+        // A few ranges built in a big recycled buffer: keep an exact copy
+        // and the buffer for the next large attach.
+        if backing.capacity() >= RANGE_POOL_MIN_CAPACITY
+            && backing.ranges().len().saturating_mul(4) < backing.capacity()
+        {
+            let exact = backing.exact_copy();
+            self.recycle_ranges(backing.into_ranges());
+            return Ok(exact);
+        }
         Ok(backing)
+    }
+
+    /// Keeps the range buffer of a dropped backing for the next attach.
+    fn recycle_ranges(&mut self, mut ranges: Vec<GuestRange>) {
+        if ranges.capacity() >= RANGE_POOL_MIN_CAPACITY
+            && self.range_pool.len() < RANGE_POOL_BUFFERS
+        {
+            ranges.clear();
+            self.range_pool.push(ranges);
+        }
     }
 
     /// RESOURCE_UNREF: destroys resource `id` and returns the bytes of backing
     /// it had attached (0 without backing).
     ///
-    /// The resource leaves the table before the renderer releases it.
+    /// The resource leaves the table, and its host copy is freed.
     ///
     /// # Errors
     ///
@@ -533,14 +544,8 @@ impl GpuState {
         if self.cursor.resource_id == id {
             self.cursor.resource_id = 0;
         }
-        if let ResourceKind::TwoD { .. } = resource.kind {
-            self.rutabaga
-                .unref_resource(id)
-                .map_err(|source| ResourceError::Renderer {
-                    id,
-                    op: "unref",
-                    source,
-                })?;
+        if let Some(backing) = resource.backing {
+            self.recycle_ranges(backing.into_ranges());
         }
         debug!("resources: unref {id}, {attached} bytes of backing released");
         Ok(attached)
@@ -556,9 +561,9 @@ impl GpuState {
     /// RESOURCE_ATTACH_BACKING: attaches guest `entries` to resource `id` and
     /// returns the bytes attached.
     ///
-    /// Adjacent entries are coalesced into one [`GuestRange`]. For a 2D
-    /// resource the renderer gets host iovecs derived from the current guest
-    /// memory, split at memory region boundaries.
+    /// Adjacent entries are coalesced into one [`GuestRange`], validated
+    /// against the current guest memory in the same pass. Large range
+    /// buffers of detached backings are reused.
     ///
     /// # Errors
     ///
@@ -570,30 +575,29 @@ impl GpuState {
     /// [`ResourceError::EntryOutsideGuestMemory`]; entries not covering the
     /// resource: [`ResourceError::BackingTooSmall`]. Nothing changes on error.
     pub fn attach_backing(&mut self, id: u32, entries: &[MemEntry]) -> Result<u64, ResourceError> {
+        self.attach_backing_entries(id, entries)
+    }
+
+    /// RESOURCE_ATTACH_BACKING from entries in any [`BackingEntries`] form,
+    /// e.g. the request's wire bytes viewed as `[virtio_gpu_mem_entry]`:
+    /// validated, coalesced and mapped in one pass without an intermediate
+    /// vector. Otherwise exactly [`GpuState::attach_backing`].
+    ///
+    /// # Errors
+    ///
+    /// As [`GpuState::attach_backing`].
+    pub fn attach_backing_entries<E: BackingEntries + ?Sized>(
+        &mut self,
+        id: u32,
+        entries: &E,
+    ) -> Result<u64, ResourceError> {
         self.ensure_memory_current();
         let resource = self.resource(id)?;
         if resource.backing.is_some() {
             return Err(ResourceError::BackingAlreadyAttached { id });
         }
-        let backing = self.validated_backing(id, resource, entries)?;
-        if let ResourceKind::TwoD { .. } = resource.kind {
-            let iovecs = backing.iovecs(&self.mem_snapshot).ok_or(
-                // Unreachable after validation against the same snapshot.
-                ResourceError::EntryOutsideGuestMemory {
-                    id,
-                    index: 0,
-                    addr: backing.ranges().first().map_or(0, |r| r.addr),
-                    len: backing.total(),
-                },
-            )?;
-            self.rutabaga
-                .attach_backing(id, iovecs)
-                .map_err(|source| ResourceError::Renderer {
-                    id,
-                    op: "attach backing to",
-                    source,
-                })?;
-        }
+        let required = resource.required_backing();
+        let backing = self.validated_backing(id, required, entries)?;
         let total = backing.total();
         let ranges = backing.ranges().len();
         if let Some(resource) = self.resources.get_mut(&id) {
@@ -607,9 +611,9 @@ impl GpuState {
     /// RESOURCE_DETACH_BACKING: drops every host reference to the backing of
     /// resource `id` and returns the bytes detached.
     ///
-    /// When this returns, the renderer holds no iovec into those pages and no
-    /// later operation reads or writes them until the next attach. A 2D
-    /// resource keeps its host pixel copy.
+    /// When this returns, the state holds no record of those pages (host
+    /// addresses are never stored) and no later operation reads or writes
+    /// them until the next attach. A 2D resource keeps its host pixel copy.
     ///
     /// # Errors
     ///
@@ -621,21 +625,13 @@ impl GpuState {
         if resource.backing.is_none() {
             return Err(ResourceError::BackingNotAttached { id });
         }
-        let is_2d = matches!(resource.kind, ResourceKind::TwoD { .. });
-        let detached = self
-            .resources
-            .get_mut(&id)
-            .and_then(|r| r.backing.take())
-            .map_or(0, |b| b.total());
+        // The ranges are the only record of the backing: no host pointer
+        // into it is kept anywhere (they are derived per access).
+        let backing = self.resources.get_mut(&id).and_then(|r| r.backing.take());
+        let detached = backing.as_ref().map_or(0, Backing::total);
         self.attached_bytes -= detached;
-        if is_2d {
-            self.rutabaga
-                .detach_backing(id)
-                .map_err(|source| ResourceError::Renderer {
-                    id,
-                    op: "detach backing from",
-                    source,
-                })?;
+        if let Some(backing) = backing {
+            self.recycle_ranges(backing.into_ranges());
         }
         debug!("resources: detached {detached} bytes from resource {id}");
         Ok(detached)
@@ -644,55 +640,30 @@ impl GpuState {
     /// Re-derives host pointers after the guest memory table changed.
     ///
     /// Cheap when nothing changed (one pointer comparison): returns
-    /// `Ok(false)`. Otherwise every attached 2D resource gets fresh iovecs
-    /// into the new memory, and every resource whose ranges are no longer
-    /// guest memory loses its backing (logged and counted in
-    /// [`GpuState::dropped_backings_total`]); returns `Ok(true)`.
+    /// `Ok(false)`. Otherwise host addresses are taken from the new memory
+    /// from now on (none of the old snapshot is kept), and every resource
+    /// whose ranges are no longer guest memory loses its backing (logged and
+    /// counted in [`GpuState::dropped_backings_total`]); returns `Ok(true)`.
     ///
     /// Called by the daemon at the top of every queue pass, and by every
     /// operation here that touches guest memory.
     ///
     /// # Errors
     ///
-    /// [`ResourceError::Renderer`] if rutabaga refused new iovecs; that
-    /// resource's backing is dropped too and the other resources are still
-    /// refreshed.
+    /// None today; the `Result` is kept for callers written against the
+    /// renderer-backed version.
     pub fn refresh_memory(&mut self) -> Result<bool, ResourceError> {
         let current = self.mem.memory().into_inner();
         if Arc::ptr_eq(&current, &self.mem_snapshot) {
             return Ok(false);
         }
-        // Keep the old snapshot alive until rutabaga holds only new pointers.
-        let old = std::mem::replace(&mut self.mem_snapshot, current);
-        let mut first_error = None;
+        self.mem_snapshot = current;
+        self.regions = RegionMap::new(&self.mem_snapshot);
         for (&id, resource) in self.resources.iter_mut() {
             let Some(backing) = resource.backing.as_ref() else {
                 continue;
             };
-            let keep = match resource.kind {
-                ResourceKind::TwoD { .. } => {
-                    // Drop the stale pointers first, whatever happens next.
-                    let detached = self.rutabaga.detach_backing(id);
-                    match backing.iovecs(&self.mem_snapshot) {
-                        Some(iovecs) => {
-                            match detached.and_then(|()| self.rutabaga.attach_backing(id, iovecs)) {
-                                Ok(()) => true,
-                                Err(source) => {
-                                    first_error.get_or_insert(ResourceError::Renderer {
-                                        id,
-                                        op: "re-attach backing to",
-                                        source,
-                                    });
-                                    false
-                                }
-                            }
-                        }
-                        None => false,
-                    }
-                }
-                ResourceKind::GuestBlob { .. } => backing.is_inside(&self.mem_snapshot),
-            };
-            if !keep {
+            if !backing.is_inside(&self.regions) {
                 let dropped = backing.total();
                 warn!(
                     "resources: memory update: dropping the {dropped} bytes of backing of \
@@ -703,18 +674,12 @@ impl GpuState {
                 self.dropped_backings += 1;
             }
         }
-        drop(old);
-        match first_error {
-            Some(err) => Err(err),
-            None => Ok(true),
-        }
+        Ok(true)
     }
 
-    /// Makes sure every host pointer points into the current guest memory
-    /// before an operation that touches guest memory, even if the daemon did
-    /// not call [`GpuState::refresh_memory`] after an update. A renderer
-    /// failure there already dropped the affected resource's backing, so it
-    /// is logged and the operation goes on.
+    /// Makes sure host addresses come from the current guest memory before
+    /// an operation that touches guest memory, even if the daemon did not
+    /// call [`GpuState::refresh_memory`] after an update.
     fn ensure_memory_current(&mut self) {
         if let Err(err) = self.refresh_memory() {
             warn!("resources: memory update: {err}");
@@ -727,8 +692,9 @@ impl GpuState {
     /// Offsets follow QEMU and the Linux driver: the rect's first pixel is at
     /// byte `offset` of the backing and rows are `width * 4` apart, so the
     /// source is `[offset, offset + (h - 1) * stride + w * 4)`. `offset` must
-    /// be at least `y * stride + x * 4` (what Linux sends), because rutabaga
-    /// places row `i` at `base + (y + i) * stride + x * 4`.
+    /// be at least `y * stride + x * 4` (what Linux sends; lower offsets are
+    /// refused as rutabaga_gfx refused them). Full-width rects are copied in
+    /// one block.
     ///
     /// For a guest blob this is a no-op once the blob has backing (its
     /// content already is guest memory), as in QEMU.
@@ -798,15 +764,34 @@ impl GpuState {
                 available: backing.total(),
             });
         }
-        let transfer =
-            Transfer3D::new_2d(rect.x, rect.y, rect.width, rect.height, offset - position);
-        self.rutabaga
-            .transfer_write(NO_CONTEXT, id, transfer, None)
-            .map_err(|source| ResourceError::Renderer {
-                id,
-                op: "transfer to",
-                source,
+        let available = backing.total();
+        // The rect is inside a resource of at most 16384x16384 pixels: every
+        // size and offset into the pixel copy below fits usize.
+        let (pitch, row) = (
+            stride as usize,
+            rect.width as usize * BYTES_PER_PIXEL as usize,
+        );
+        let first = position as usize;
+        let rows = rect.height as usize;
+        let Some(Resource {
+            backing: Some(backing),
+            pixels,
+            ..
+        }) = self.resources.get_mut(&id)
+        else {
+            return Err(ResourceError::NoBacking { id, op: OP });
+        };
+        let mut reader = HostReader::new(backing, &self.regions);
+        let copied = if rect.x == 0 && rect.width == width {
+            // Full rows: source and destination are both one block.
+            reader.read_at(offset, &mut pixels.0[first..first + rows * pitch])
+        } else {
+            (0..rows).try_for_each(|i| {
+                let dst = first + i * pitch;
+                reader.read_at(offset + (i * pitch) as u64, &mut pixels.0[dst..dst + row])
             })
+        };
+        copied.map_err(|err| read_error(id, OP, end, available, err))
     }
 
     /// SET_SCANOUT: shows `rect` of 2D resource `id` on scanout
@@ -1059,49 +1044,62 @@ impl GpuState {
         }
     }
 
-    /// Reads `rect` of 2D resource `id` from rutabaga's host copy.
-    fn read_host_copy(
-        &mut self,
-        id: u32,
-        rect: Rect,
-        out: &mut Vec<u8>,
-    ) -> Result<(), ResourceError> {
-        // Rect is inside a resource of at most 16384x16384: these fit usize.
-        let row = rect.width as usize * BYTES_PER_PIXEL as usize;
-        let lead = rect.x as usize * BYTES_PER_PIXEL as usize;
-        out.resize(row * rect.height as usize, 0);
-        if rect.x == 0 && rect.y == 0 {
-            // rutabaga writes row i at i * stride: one call fills `out`.
-            let mut transfer = Transfer3D::new_2d(0, 0, rect.width, rect.height, 0);
-            transfer.stride = rect.width * BYTES_PER_PIXEL;
-            return self
-                .rutabaga
-                .transfer_read(NO_CONTEXT, id, transfer, Some(IoSliceMut::new(out)))
-                .map_err(|source| ResourceError::Renderer {
-                    id,
-                    op: "read pixels of",
-                    source,
-                });
+    /// The pixels of `rect` of 2D resource `id` straight from its host copy,
+    /// without copying, when they are one contiguous block: `rect` spans
+    /// the resource's full width (rows are then tightly packed,
+    /// `rect.width * rect.height * 4` bytes). `None` for a narrower rect, a
+    /// rect outside the resource, an empty rect, a guest blob or an unknown
+    /// id: use [`GpuState::read_pixels`] then.
+    ///
+    /// Lets the display send a band with one copy (into the socket) instead
+    /// of two.
+    pub fn host_rows(&self, id: u32, rect: Rect) -> Option<&[u8]> {
+        let resource = self.resources.get(&id)?;
+        let ResourceKind::TwoD { width, height, .. } = resource.kind else {
+            return None;
+        };
+        if rect.x != 0
+            || rect.width != width
+            || rect.height == 0
+            || !rect_inside(&rect, width, height)
+        {
+            return None;
         }
-        // rutabaga writes row (y + i) at (y + i) * stride + x * 4 of its
-        // destination; with stride 0 and one row per call it lands at x * 4
-        // of a scratch row.
-        let mut scratch = vec![0u8; lead + row];
-        for (i, chunk) in out.chunks_exact_mut(row).enumerate() {
-            let transfer = Transfer3D::new_2d(rect.x, rect.y + i as u32, rect.width, 1, 0);
-            self.rutabaga
-                .transfer_read(
-                    NO_CONTEXT,
-                    id,
-                    transfer,
-                    Some(IoSliceMut::new(&mut scratch)),
-                )
-                .map_err(|source| ResourceError::Renderer {
-                    id,
-                    op: "read pixels of",
-                    source,
-                })?;
-            chunk.copy_from_slice(&scratch[lead..]);
+        // Inside a resource of at most 16384x16384 pixels: fits usize.
+        let pitch = width as usize * BYTES_PER_PIXEL as usize;
+        let first = rect.y as usize * pitch;
+        resource
+            .pixels
+            .0
+            .get(first..first + rect.height as usize * pitch)
+    }
+
+    /// Appends `rect` of 2D resource `id`'s host copy to `out` (empty on
+    /// entry): one copy per row, or one copy in all for full-width rows, and
+    /// no zero-fill of `out` first.
+    fn read_host_copy(&self, id: u32, rect: Rect, out: &mut Vec<u8>) -> Result<(), ResourceError> {
+        let resource = self.resource(id)?;
+        let ResourceKind::TwoD { width, .. } = resource.kind else {
+            return Err(ResourceError::NotSupportedForKind {
+                id,
+                op: "read the host copy of",
+            });
+        };
+        // Rect is inside a resource of at most 16384x16384: these fit usize.
+        let bpp = BYTES_PER_PIXEL as usize;
+        let pitch = width as usize * bpp;
+        let row = rect.width as usize * bpp;
+        let rows = rect.height as usize;
+        let first = rect.y as usize * pitch + rect.x as usize * bpp;
+        let pixels = &resource.pixels.0;
+        out.reserve(row * rows);
+        if row == pitch {
+            out.extend_from_slice(&pixels[first..first + rows * pitch]);
+        } else {
+            for i in 0..rows {
+                let start = first + i * pitch;
+                out.extend_from_slice(&pixels[start..start + row]);
+            }
         }
         Ok(())
     }
@@ -1138,15 +1136,9 @@ impl GpuState {
         let mut reader = backing.reader(&self.mem_snapshot);
         let mut offset = first;
         for chunk in out.chunks_exact_mut(row) {
-            reader.read_at(offset, chunk).map_err(|err| match err {
-                ReadError::OutsideBacking => ResourceError::OutsideBacking {
-                    id,
-                    op,
-                    needed: end,
-                    available: backing.total(),
-                },
-                ReadError::Memory(source) => ResourceError::GuestMemory { id, source },
-            })?;
+            reader
+                .read_at(offset, chunk)
+                .map_err(|err| read_error(id, op, end, backing.total(), err))?;
             offset += stride;
         }
         Ok(())
@@ -1278,36 +1270,22 @@ impl GpuState {
         Ok(uuid)
     }
 
-    /// Device reset: drops every resource, scanout and the cursor. Afterwards
-    /// the renderer holds no host reference to guest memory.
+    /// Device reset: drops every resource, scanout and the cursor, and takes
+    /// host addresses from the current guest memory from now on.
     ///
     /// # Errors
     ///
-    /// [`ResourceError::RendererInit`] if a fresh renderer cannot be built;
-    /// the old one (and every resource) is dropped anyway.
+    /// None today; the `Result` is kept for callers written against the
+    /// renderer-backed version.
     pub fn reset(&mut self) -> Result<(), ResourceError> {
-        let ids: Vec<u32> = self.resources.keys().copied().collect();
         self.resources.clear();
         self.scanouts.iter_mut().for_each(|s| *s = None);
         self.cursor = Cursor::default();
         self.host_memory_used = 0;
         self.attached_bytes = 0;
-        match build_renderer(&self.config) {
-            Ok(fresh) => {
-                // Dropping the old renderer drops every resource and iovec;
-                // only then may the snapshot they pointed into go.
-                self.rutabaga = fresh;
-                self.mem_snapshot = self.mem.memory().into_inner();
-                Ok(())
-            }
-            Err(err) => {
-                for id in ids {
-                    // Blobs are not in rutabaga; their unref fails harmlessly.
-                    let _ = self.rutabaga.unref_resource(id);
-                }
-                Err(err)
-            }
-        }
+        self.mem_snapshot = self.mem.memory().into_inner();
+        self.regions = RegionMap::new(&self.mem_snapshot);
+        Ok(())
     }
 
     /// Number of live resources.
@@ -1364,6 +1342,26 @@ impl ResourceKind {
     /// True for a guest blob.
     pub fn is_blob(&self) -> bool {
         matches!(self, Self::GuestBlob { .. })
+    }
+}
+
+/// The error of a failed read of `[.., end)` from a backing of `available`
+/// bytes.
+fn read_error(
+    id: u32,
+    op: &'static str,
+    end: u64,
+    available: u64,
+    err: ReadError,
+) -> ResourceError {
+    match err {
+        ReadError::OutsideBacking | ReadError::NotGuestMemory => ResourceError::OutsideBacking {
+            id,
+            op,
+            needed: end,
+            available,
+        },
+        ReadError::Memory(source) => ResourceError::GuestMemory { id, source },
     }
 }
 

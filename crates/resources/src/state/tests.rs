@@ -1294,6 +1294,109 @@ fn test_flush_shown_blob_without_backing_is_refused() {
 }
 
 #[test]
+fn test_transfer_full_width_band_over_scattered_pages_copies_those_rows() {
+    let (mut state, mem) = new_state();
+    state.create_2d(1, FORMAT, SIDE, SIDE).expect("create");
+    // Every other page from AREA_A: the backing is 4 discontiguous ranges.
+    let entries: Vec<MemEntry> = (0..SIDE_BYTES / PAGE)
+        .map(|i| MemEntry {
+            addr: AREA_A + 2 * i * PAGE,
+            length: PAGE as u32,
+        })
+        .collect();
+    let content = pattern(9, SIDE_BYTES);
+    for (i, chunk) in content.chunks(PAGE as usize).enumerate() {
+        write_guest(&mem, AREA_A + 2 * i as u64 * PAGE, chunk);
+    }
+    state.attach_backing(1, &entries).expect("attach");
+    let stride = u64::from(SIDE) * 4;
+    // Rows 10..30: one block of 20 rows crossing two page boundaries.
+    let rect = Rect {
+        x: 0,
+        y: 10,
+        width: SIDE,
+        height: 20,
+    };
+
+    state
+        .transfer_to_host_2d(1, rect, 10 * stride)
+        .expect("transfer");
+
+    let mut expected = vec![0u8; SIDE_BYTES as usize];
+    let (from, to) = ((10 * stride) as usize, (30 * stride) as usize);
+    expected[from..to].copy_from_slice(&content[from..to]);
+    assert_eq!(read_all(&mut state, 1), expected);
+}
+
+#[test]
+fn test_read_pixels_band_below_row_0_overwrites_stale_output() {
+    let (mut state, mem) = new_state();
+    let content = pattern(7, SIDE_BYTES);
+    write_guest(&mem, AREA_A, &content);
+    attached_2d(&mut state, 1, AREA_A);
+    state
+        .transfer_to_host_2d(1, full(SIDE, SIDE), 0)
+        .expect("transfer");
+    let rect = Rect {
+        x: 0,
+        y: 40,
+        width: SIDE,
+        height: 3,
+    };
+    let mut out = vec![0xee; 5 * SIDE_BYTES as usize];
+
+    state.read_pixels(1, rect, &mut out).expect("read");
+
+    let stride = SIDE as usize * 4;
+    assert_eq!(out, &content[40 * stride..43 * stride]);
+}
+
+#[test]
+fn test_host_rows_full_width_band_is_the_read_pixels_bytes() {
+    let (mut state, mem) = new_state();
+    let content = pattern(8, SIDE_BYTES);
+    write_guest(&mem, AREA_A, &content);
+    attached_2d(&mut state, 1, AREA_A);
+    state
+        .transfer_to_host_2d(1, full(SIDE, SIDE), 0)
+        .expect("transfer");
+    let band = Rect {
+        x: 0,
+        y: 20,
+        width: SIDE,
+        height: 10,
+    };
+    let mut copied = Vec::new();
+    state.read_pixels(1, band, &mut copied).expect("read");
+
+    let rows = state.host_rows(1, band).expect("full-width band");
+
+    assert_eq!(rows, &copied[..]);
+}
+
+#[test]
+fn test_host_rows_narrow_or_outside_rect_is_none() {
+    let (mut state, _mem) = new_state();
+    attached_2d(&mut state, 1, AREA_A);
+    let narrow = Rect {
+        x: 1,
+        y: 0,
+        width: SIDE - 1,
+        height: 1,
+    };
+    let outside = Rect {
+        x: 0,
+        y: SIDE - 1,
+        width: SIDE,
+        height: 2,
+    };
+
+    assert!(state.host_rows(1, narrow).is_none());
+    assert!(state.host_rows(1, outside).is_none());
+    assert!(state.host_rows(2, full(SIDE, SIDE)).is_none());
+}
+
+#[test]
 fn test_read_pixels_2d_sub_rect_is_tightly_packed() {
     let (mut state, mem) = new_state();
     let content = pattern(6, SIDE_BYTES);
@@ -1564,81 +1667,76 @@ fn test_reset_then_same_id_starts_with_empty_content() {
     assert_eq!(read_all(&mut state, 1), vec![0u8; SIDE_BYTES as usize]);
 }
 
-// ---------------------------------------------------------------- renderer view
+// ---------------------------------------------------------------- host references
+//
+// The state keeps no host pointer into guest memory: host addresses are
+// derived from the backing's guest ranges for each access. So "no host
+// reference after DETACH" is "no ranges after DETACH".
 
-/// Asks rutabaga directly to copy from the resource's iovecs, bypassing the
-/// checks of `GpuState`: fails if rutabaga holds no iovecs for `id`.
-fn renderer_can_read_backing(state: &mut GpuState, id: u32) -> bool {
-    state
-        .rutabaga
-        .transfer_write(
-            NO_CONTEXT,
-            id,
-            Transfer3D::new_2d(0, 0, SIDE, SIDE, 0),
-            None,
-        )
-        .is_ok()
+/// True if the state holds any record of guest pages for `id`.
+fn holds_backing(state: &GpuState, id: u32) -> bool {
+    state.backing_ranges(id).is_some() || state.has_backing(id)
 }
 
 #[test]
-fn test_renderer_attach_backing_gives_renderer_iovecs() {
+fn test_host_refs_attach_backing_records_ranges() {
     let (mut state, _mem) = new_state();
 
     attached_2d(&mut state, 1, AREA_A);
 
-    assert!(renderer_can_read_backing(&mut state, 1));
+    assert!(holds_backing(&state, 1));
 }
 
 #[test]
-fn test_renderer_detach_backing_leaves_no_iovecs() {
+fn test_host_refs_detach_backing_leaves_none() {
     let (mut state, _mem) = new_state();
     attached_2d(&mut state, 1, AREA_A);
 
     state.detach_backing(1).expect("detach");
 
-    assert!(!renderer_can_read_backing(&mut state, 1));
+    assert!(!holds_backing(&state, 1));
 }
 
 #[test]
-fn test_renderer_memory_update_dropping_range_leaves_no_iovecs() {
+fn test_host_refs_memory_update_dropping_range_leaves_none() {
     let (mut state, mem) = new_state();
     attached_2d(&mut state, 1, AREA_B);
     mem.lock().expect("lock").replace(anonymous_memory(4 * MIB));
 
     state.refresh_memory().expect("refresh");
 
-    assert!(!renderer_can_read_backing(&mut state, 1));
+    assert!(!holds_backing(&state, 1));
 }
 
 #[test]
-fn test_renderer_unref_removes_resource() {
+fn test_host_refs_unref_leaves_none() {
     let (mut state, _mem) = new_state();
     attached_2d(&mut state, 1, AREA_A);
 
     state.unref(1).expect("unref");
 
-    assert!(!renderer_can_read_backing(&mut state, 1));
+    assert!(!holds_backing(&state, 1));
 }
 
 #[test]
-fn test_renderer_reset_removes_resources() {
+fn test_host_refs_reset_leaves_none() {
     let (mut state, _mem) = new_state();
     attached_2d(&mut state, 1, AREA_A);
 
     state.reset().expect("reset");
 
-    assert!(!renderer_can_read_backing(&mut state, 1));
+    assert!(!holds_backing(&state, 1));
 }
 
 #[test]
-fn test_renderer_failed_attach_gives_no_iovecs() {
+fn test_host_refs_failed_attach_leaves_none() {
     let (mut state, _mem) = new_state();
     state.create_2d(1, FORMAT, SIDE, SIDE).expect("create");
 
     let result = state.attach_backing(1, &page_entries(64 * MIB - PAGE, SIDE_BYTES));
 
     assert!(result.is_err());
-    assert!(!renderer_can_read_backing(&mut state, 1));
+    assert!(!holds_backing(&state, 1));
 }
 
 // ---------------------------------------------------------------- random sequences
@@ -1784,7 +1882,7 @@ fn test_refresh_memory_new_region_split_inside_backing_still_transfers() {
     let (mut state, mem) = new_state();
     attached_2d(&mut state, 1, AREA_A);
     // Same guest-physical space, now two regions split in the middle of the
-    // backing: the re-derived iovecs must be split there too.
+    // backing: host addresses must be split there too.
     let split = AREA_A + 2 * PAGE;
     let new_map = GuestMemoryMmap::from_ranges(&[
         (GuestAddress(0), split as usize),

@@ -3,7 +3,7 @@
 #
 # Usage: ci/build-guest-kernel.sh [--unpatched] [--debug] [--jobs N] [--dry-run]
 #
-#   (default)     Debian's linux-source-6.12 + guest-kernel-patches/series,
+#   (default)     Debian's linux-source-7.3 + guest-kernel-patches/series,
 #                 config fragment guest-kernel-patches/config/guest.config
 #   --unpatched   the same kernel and config without the series (baseline)
 #   --debug       the patched kernel plus config/debug.config (lockdep, KASAN,
@@ -12,6 +12,7 @@
 #   --dry-run     print what would be done, change nothing
 #
 # Everything lives outside the checkout, under ${VUGPU_CACHE:-$HOME/.cache/vugpu}:
+#   kernel/linux-source-7.3/  the source package, unpacked (ci/install-deps.sh kernel)
 #   kernel/pristine/          the unpacked tarball as a git repository (tag "base")
 #   kernel/<variant>/src      git worktree of the pristine tree (+ the series)
 #   kernel/<variant>/build    the O= build directory
@@ -32,8 +33,9 @@ CONFIG_DIR="$PATCH_DIR/config"
 CACHE="${VUGPU_CACHE:-$HOME/.cache/vugpu}"
 KDIR="$CACHE/kernel"
 PRISTINE="$KDIR/pristine"
-SRC_PKG=linux-source-6.12
-TARBALL="${VUGPU_LINUX_TARBALL:-/usr/src/$SRC_PKG.tar.xz}"
+SRC_PKG=linux-source-7.3
+SRC_DIR="$KDIR/$SRC_PKG"
+TARBALL="${VUGPU_LINUX_TARBALL:-$SRC_DIR/usr/src/$SRC_PKG.tar.xz}"
 
 PROG=build-guest-kernel
 if [ -t 2 ]; then
@@ -101,8 +103,8 @@ done
 # --- base version --------------------------------------------------------------
 [ -f "$PATCH_DIR/BASE" ] || die "no $PATCH_DIR/BASE (the linux-source version the series is based on)"
 BASE_VERSION=$(tr -d '[:space:]' <"$PATCH_DIR/BASE")
-INSTALLED_VERSION=$(dpkg-query -W -f='${Version}' "$SRC_PKG" 2>/dev/null || true)
-[ -f "$TARBALL" ] || die "$TARBALL missing (package $SRC_PKG)"
+INSTALLED_VERSION=$(cat "$SRC_DIR/VERSION" 2>/dev/null || true)
+[ -f "$TARBALL" ] || die "$TARBALL missing (ci/install-deps.sh kernel fetches $SRC_PKG)"
 [ -n "$INSTALLED_VERSION" ] || INSTALLED_VERSION="unknown-$(stat -c %Y "$TARBALL")"
 if [ "$INSTALLED_VERSION" = "$BASE_VERSION" ]; then
 	say "base: $SRC_PKG $INSTALLED_VERSION (matches guest-kernel-patches/BASE)"

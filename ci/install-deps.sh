@@ -5,6 +5,12 @@
 # time from the machine's existing Debian source entry (deb822 or one-line
 # format), so no mirror host name is written into the repository.
 #
+# The guest kernel source (linux-source-7.3, an arch-all package of
+# trixie-backports) is fetched with `apt-get download` through a private apt
+# state (its own source list, lists and cache under $VUGPU_CACHE), so the
+# machine's apt configuration is never changed for it, and unpacked with
+# `dpkg -x` into $VUGPU_CACHE/kernel/linux-source-7.3/: it is not installed.
+#
 # Usage: ci/install-deps.sh [host|kernel|guest|all]...   (default: all)
 set -euo pipefail
 
@@ -94,9 +100,45 @@ install_host() {
 	install_missing -- curl jq
 }
 
+KERNEL_SRC_PKG=linux-source-7.3
+KERNEL_SRC_SUITE=trixie-backports
+
+# Fetch and unpack $KERNEL_SRC_PKG (newest version in $KERNEL_SRC_SUITE) into
+# $VUGPU_CACHE/kernel/$KERNEL_SRC_PKG unless that version is already there.
+# The unpacked tree has usr/src/$KERNEL_SRC_PKG.tar.xz and a VERSION file.
+fetch_kernel_source() {
+	local cache=${VUGPU_CACHE:-$HOME/.cache/vugpu}
+	local dest="$cache/kernel/$KERNEL_SRC_PKG" apt="$cache/apt-$KERNEL_SRC_SUITE"
+	local uri opts version deb
+	uri=$(debian_uri) || die "no Debian source entry found to derive $KERNEL_SRC_SUITE from"
+	mkdir -p "$apt/lists/partial" "$apt/cache/archives/partial"
+	cat >"$apt/sources.list" <<SRC
+deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $uri $KERNEL_SRC_SUITE main
+SRC
+	opts=(-o "Dir::Etc::SourceList=$apt/sources.list" -o Dir::Etc::SourceParts=/nonexistent
+		-o "Dir::State::Lists=$apt/lists" -o "Dir::Cache=$apt/cache"
+		-o APT::Sandbox::User=root -qq)
+	apt-get "${opts[@]}" update || die "apt-get update of the private $KERNEL_SRC_SUITE list failed"
+	version=$(apt-cache "${opts[@]}" show "$KERNEL_SRC_PKG" | sed -n 's/^Version: //p' | sort -V | tail -n 1)
+	[ -n "$version" ] || die "$KERNEL_SRC_PKG is not in $KERNEL_SRC_SUITE"
+	if [ "$(cat "$dest/VERSION" 2>/dev/null)" = "$version" ] && [ -f "$dest/usr/src/$KERNEL_SRC_PKG.tar.xz" ]; then
+		return 0
+	fi
+	say "fetching $KERNEL_SRC_PKG $version from $KERNEL_SRC_SUITE (private apt state in $apt)"
+	(cd "$apt" && rm -f ./*.deb && apt-get "${opts[@]}" download "$KERNEL_SRC_PKG=$version") ||
+		die "apt-get download $KERNEL_SRC_PKG failed"
+	deb=$(ls "$apt"/"${KERNEL_SRC_PKG}"_*.deb)
+	rm -rf "$dest.tmp" && mkdir -p "$dest.tmp"
+	dpkg -x "$deb" "$dest.tmp" || die "dpkg -x $deb failed"
+	echo "$version" >"$dest.tmp/VERSION"
+	rm -rf "$dest" && mv "$dest.tmp" "$dest"
+	rm -f "$deb"
+}
+
 install_kernel() {
-	install_missing -- linux-source-6.12 build-essential flex bison bc libelf-dev libssl-dev \
+	install_missing -- build-essential flex bison bc libelf-dev libssl-dev \
 		ccache cpio xz-utils kmod python3 perl
+	fetch_kernel_source
 }
 
 install_guest() {

@@ -13,7 +13,9 @@
 #   6. ci/build-guest-kernel.sh                 (patched)
 #   7. ci/build-guest-kernel.sh --unpatched     (baseline)
 #   8. ci/build-initramfs.sh
-#   9. vugpu-vm run <scenarios>                 boots the guests
+#   9. guest-kernel-patches/tests/run-qemu.sh   in-guest shrinker subtests
+#                                               (IGT style) on the patched kernel
+#  10. vugpu-vm run <scenarios>                 boots the guests
 #
 # Environment:
 #   VUGPU_SCENARIOS   scenarios for step 9 (default: "smoke evict purge
@@ -23,6 +25,8 @@
 #   VUGPU_TIMEOUT     per-scenario guest deadline in seconds (default: 240)
 #   VUGPU_RUN_DIR     artifact directory (default: target/vugpu-runs/ci-<UTC time>)
 #   VUGPU_KERNEL_JOBS make -j for the kernel builds (default: nproc)
+#   VUGPU_KERNEL_SUBTESTS  ':'-separated subtests for step 9 (see
+#                     guest-kernel-patches/tests/shrink-test.c)
 set -euo pipefail
 
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -70,6 +74,15 @@ step "guest kernel (unpatched)" build_artifact UNPATCHED \
 	$T 1500 ci/build-guest-kernel.sh --unpatched --jobs "$JOBS" || BUILD_OK=0
 INITRD=""
 step "initramfs" build_artifact INITRD $T 900 ci/build-initramfs.sh --skip-deps || BUILD_OK=0
+
+# Subtests of the kernel series, with QEMU's built-in virtio-gpu.
+KERNEL_SUBTESTS=${VUGPU_KERNEL_SUBTESTS:-mmap-scan-fault:export-resident:purge-sigbus:forked-race:basic}
+if [ -n "$KERNEL" ]; then
+	step "kernel subtests ($KERNEL_SUBTESTS)" $T 900 guest-kernel-patches/tests/run-qemu.sh \
+		--kernel "$KERNEL" --timeout 840 -- -t "$KERNEL_SUBTESTS" || :
+else
+	step_skip "kernel subtests" "the patched kernel did not build"
+fi
 
 if [ "$BUILD_OK" = 1 ]; then
 	# The runner owns the per-scenario deadlines; this outer one only

@@ -73,7 +73,7 @@ mount -t debugfs debugfs /sys/kernel/debug
 echo "INIT: $(uname -r) $(cat /proc/cmdline)"
 if ! grep -q kunit.enable=1 /proc/cmdline; then
 	mkswap /dev/vda >/dev/null && swapon /dev/vda && echo "swap on /dev/vda"
-	ls /sys/kernel/debug/shrinker | grep drm-shmem
+	ls /sys/kernel/debug/shrinker | grep drm-virtio-gpu
 	/bin/shrink-test $(sed -n 's/.*shrinktest=\([^ ]*\).*/\1/p' /proc/cmdline | tr , ' ')
 	echo "SHRINK-TEST-EXIT $?"
 fi

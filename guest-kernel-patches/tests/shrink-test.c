@@ -15,6 +15,16 @@
  * With -p 0, phases 1 and 4 are skipped, so that the test also runs on a
  * kernel without MADVISE (the unpatched baseline).
  *
+ * That is subtest "basic". -t selects others (comma-separated, in order), in
+ * the style of IGT's msm_shrink:
+ *   mmap-scan-fault  force shrinker scans through debugfs, then fault the
+ *                    objects back through their mappings and use them again
+ *   export-resident  an exported object is never evicted
+ *   purge-sigbus     a purged object faults with SIGBUS, transfers fail
+ *   forked-race     children transfer and verify their objects while the
+ *                    parent applies anonymous memory pressure and forces scans
+ * "small-objects" is "basic" with 16 KiB objects (-s 64).
+ *
  * Prints "shrink-test: RESULT PASS" or "shrink-test: RESULT FAIL ..." as its
  * last line and exits 0 only on PASS. Build: gcc -static -O2 -o shrink-test
  * shrink-test.c. Needs nothing but the kernel uapi, defined below so that it
@@ -29,8 +39,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -43,6 +55,14 @@ struct drm_gem_close {
 #define DRM_IOCTL_BASE 'd'
 #define DRM_COMMAND_BASE 0x40
 #define DRM_IOCTL_GEM_CLOSE _IOW(DRM_IOCTL_BASE, 0x09, struct drm_gem_close)
+
+struct drm_prime_handle {
+	uint32_t handle;
+	uint32_t flags;
+	int32_t fd;
+};
+
+#define DRM_IOCTL_PRIME_HANDLE_TO_FD _IOWR(DRM_IOCTL_BASE, 0x2d, struct drm_prime_handle)
 
 /* include/uapi/drm/virtgpu_drm.h */
 struct drm_virtgpu_map {
@@ -284,36 +304,16 @@ static double now(void)
 	return ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
-int main(int argc, char **argv)
+static const char *card = "/dev/dri/card0";
+
+static int subtest_basic(double ram_factor, uint32_t side, unsigned int npurge)
 {
-	const char *card = "/dev/dri/card0";
-	double ram_factor = 1.5;
-	uint32_t side = 512;	/* 512x512x4 = 1 MiB per object */
-	unsigned int npurge = 16, n, i, purged = 0;
+	unsigned int n, i, purged = 0;
 	struct bo *bos, *pbos;
 	long mem_kb;
 	size_t bad_total = 0;
 	double t0;
-	int ret, opt;
-
-	while ((opt = getopt(argc, argv, "c:f:s:p:")) != -1) {
-		switch (opt) {
-		case 'c': card = optarg; break;
-		case 'f': ram_factor = atof(optarg); break;
-		case 's': side = strtoul(optarg, NULL, 0); break;
-		case 'p': npurge = strtoul(optarg, NULL, 0); break;
-		default:
-			fprintf(stderr, "usage: %s [-c card] [-f ram-factor] [-s side] [-p purgeable]\n",
-				argv[0]);
-			return 2;
-		}
-	}
-
-	drm_fd = open(card, O_RDWR | O_CLOEXEC);
-	if (drm_fd < 0) {
-		say("RESULT FAIL open %s: %s\n", card, strerror(errno));
-		return 1;
-	}
+	int ret;
 
 	mem_kb = meminfo_kb("MemTotal");
 	n = (unsigned int)((double)mem_kb * 1024 * ram_factor / ((double)side * side * 4));
@@ -324,7 +324,7 @@ int main(int argc, char **argv)
 	bos = calloc(n, sizeof(*bos));
 	pbos = calloc(npurge + 1, sizeof(*pbos));
 	if (!bos || !pbos) {
-		say("RESULT FAIL out of memory\n");
+		say("FAIL: out of memory\n");
 		return 1;
 	}
 
@@ -334,7 +334,7 @@ int main(int argc, char **argv)
 
 		ret = bo_create(&pbos[i], side, side);
 		if (ret) {
-			say("RESULT FAIL create purgeable %u: %s\n", i, strerror(-ret));
+			say("FAIL: create purgeable %u: %s\n", i, strerror(-ret));
 			return 1;
 		}
 		bo_fill(&pbos[i], 0x80000000u + i);
@@ -345,7 +345,7 @@ int main(int argc, char **argv)
 			fail("transfer purgeable %u: %s\n", i, strerror(-ret));
 		ret = bo_madvise(&pbos[i], VIRTGPU_MADV_DONTNEED, &retained);
 		if (ret) {
-			say("RESULT FAIL MADVISE: %s (kernel without the series?)\n",
+			say("FAIL: MADVISE: %s (kernel without the series?)\n",
 			    strerror(-ret));
 			return 1;
 		}
@@ -380,7 +380,7 @@ int main(int argc, char **argv)
 	for (i = 0; i < n; i++) {
 		ret = bo_create(&bos[i], side, side);
 		if (ret) {
-			say("RESULT FAIL create %u of %u: %s\n", i, n, strerror(-ret));
+			say("FAIL: create %u of %u: %s\n", i, n, strerror(-ret));
 			return 1;
 		}
 		bo_fill(&bos[i], i);
@@ -441,8 +441,8 @@ int main(int argc, char **argv)
 		if (!touch_sigbus(pbos[i].map))
 			fail("purged object %u readable without SIGBUS\n", i);
 		ret = bo_transfer(&pbos[i]);
-		if (ret != -ENOMEM)
-			fail("transfer of purged object %u: %d, expected -ENOMEM\n", i, ret);
+		if (ret != -EINVAL)
+			fail("transfer of purged object %u: %d, expected -EINVAL\n", i, ret);
 		break;
 	}
 
@@ -456,11 +456,387 @@ int main(int argc, char **argv)
 	dump_file("/sys/kernel/debug/dri/0/virtio-gpu-shrinker");
 	dump_vmstat();
 
+	say("basic: %u objects, %.1f MiB, %zu bad words, %u/%u purged\n",
+	    n, (double)n * side * side * 4 / (1 << 20), bad_total, purged, npurge);
+	free(bos);
+	free(pbos);
+	return 0;
+}
+
+/* Sum of the counter NAME in the shrinker debugfs file, -1 if absent. */
+static long long shrinker_counter(const char *name)
+{
+	char line[256], key[64];
+	long long val, found = -1;
+	FILE *f = fopen("/sys/kernel/debug/dri/0/virtio-gpu-shrinker", "r");
+
+	if (!f)
+		return -1;
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "%63s %lld", key, &val) == 2 && !strcmp(key, name))
+			found = val;
+	fclose(f);
+	return found;
+}
+
+/*
+ * drm-resident-memory of this client in KiB, from fdinfo: 0 when only
+ * drm-total-memory is there (nothing resident), -1 without memory stats.
+ */
+static long resident_kib(void)
+{
+	char path[64], line[256], unit[8];
+	long val, resident = -1;
+	int total = 0;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/self/fdinfo/%d", drm_fd);
+	f = fopen(path, "r");
+	if (!f)
+		return -1;
+	while (fgets(line, sizeof(line), f)) {
+		unit[0] = 0;
+		if (!strncmp(line, "drm-total-memory:", 17))
+			total = 1;
+		if (sscanf(line, "drm-resident-memory: %ld %7s", &val, unit) >= 1)
+			resident = !strcmp(unit, "MiB") ? val * 1024 :
+				   !strcmp(unit, "KiB") ? val : val / 1024;
+	}
+	fclose(f);
+	return resident < 0 && total ? 0 : resident;
+}
+
+/*
+ * Scan the virtio-gpu shrinker like reclaim would, through
+ * /sys/kernel/debug/shrinker/drm-virtio-gpu:*\/scan. Eviction is
+ * asynchronous: the first scan queues DETACH_BACKING, a later one releases
+ * the pages, so scan, give the device a moment, scan again.
+ */
+static int force_scan(void)
+{
+	char path[512];
+	struct dirent *de;
+	int done = 0, round;
+	DIR *d;
+
+	for (round = 0; round < 2; round++) {
+		d = opendir("/sys/kernel/debug/shrinker");
+		if (!d)
+			return -errno;
+		while ((de = readdir(d))) {
+			FILE *f;
+
+			if (strncmp(de->d_name, "drm-virtio-gpu", 14))
+				continue;
+			snprintf(path, sizeof(path), "/sys/kernel/debug/shrinker/%s/scan",
+				 de->d_name);
+			f = fopen(path, "w");
+			if (!f)
+				continue;
+			fprintf(f, "0 0 1000000\n");
+			if (fclose(f) == 0)
+				done++;
+		}
+		closedir(d);
+		usleep(200 * 1000);
+	}
+	return done ? 0 : -ENOENT;
+}
+
+static int create_filled(struct bo *bo, uint32_t side, uint32_t seed)
+{
+	int ret = bo_create(bo, side, side);
+
+	if (ret)
+		return ret;
+	bo_fill(bo, seed);
+	ret = bo_transfer(bo);
+	return ret ? ret : bo_wait(bo);
+}
+
+static void bo_destroy(struct bo *bo)
+{
+	struct drm_gem_close c = { .handle = bo->handle };
+
+	munmap(bo->map, bo->size);
+	xioctl(DRM_IOCTL_GEM_CLOSE, &c);
+}
+
+static int subtest_mmap_scan_fault(void)
+{
+	enum { N = 8 };
+	struct bo bos[N];
+	long long ev0, sw0, at0;
+	long res0, res1, res2;
+	unsigned int i;
+	int ret;
+
+	for (i = 0; i < N; i++) {
+		ret = create_filled(&bos[i], 512, 100 + i);
+		if (ret) {
+			fail("mmap-scan-fault: create %u: %s\n", i, strerror(-ret));
+			return 1;
+		}
+	}
+	ev0 = shrinker_counter("evicted_objects");
+	sw0 = shrinker_counter("swapped_in_objects");
+	at0 = shrinker_counter("attach_backing_cmds");
+	res0 = resident_kib();
+
+	ret = force_scan();
+	if (ret) {
+		fail("mmap-scan-fault: no shrinker scan file: %s\n", strerror(-ret));
+		return 1;
+	}
+	res1 = resident_kib();
+	say("mmap-scan-fault: resident %ld -> %ld KiB, evicted %lld objects\n",
+	    res0, res1, shrinker_counter("evicted_objects") - ev0);
+	if (shrinker_counter("evicted_objects") - ev0 < N)
+		fail("mmap-scan-fault: forced scans evicted fewer than %d objects\n", N);
+	if (res0 < 0 || res1 > res0 - N * 1024)
+		fail("mmap-scan-fault: fdinfo resident memory did not drop by %d KiB\n",
+		     N * 1024);
+
+	/* CPU faults bring the pages back, with their content. */
+	for (i = 0; i < N; i++)
+		if (bo_check(&bos[i], 100 + i))
+			fail("mmap-scan-fault: object %u lost content\n", i);
+	res2 = resident_kib();
+	if (res2 < res0)
+		fail("mmap-scan-fault: resident %ld KiB after faulting, was %ld\n",
+		     res2, res0);
+	if (shrinker_counter("swapped_in_objects") - sw0 < N)
+		fail("mmap-scan-fault: fewer than %d swap-ins\n", N);
+
+	/* The device gets the backing back before it touches it. */
+	for (i = 0; i < N; i++) {
+		ret = bo_transfer(&bos[i]);
+		if (!ret)
+			ret = bo_wait(&bos[i]);
+		if (ret)
+			fail("mmap-scan-fault: transfer %u: %s\n", i, strerror(-ret));
+	}
+	if (shrinker_counter("attach_backing_cmds") - at0 < N)
+		fail("mmap-scan-fault: fewer than %d ATTACH_BACKING after swap-in\n", N);
+	for (i = 0; i < N; i++)
+		bo_destroy(&bos[i]);
+	return 0;
+}
+
+static int subtest_export_resident(void)
+{
+	struct drm_prime_handle ph = { .flags = O_CLOEXEC | O_RDWR };
+	struct bo bo;
+	long long ev0;
+	int ret;
+
+	ret = create_filled(&bo, 512, 7);
+	if (ret) {
+		fail("export-resident: create: %s\n", strerror(-ret));
+		return 1;
+	}
+	ph.handle = bo.handle;
+	if (xioctl(DRM_IOCTL_PRIME_HANDLE_TO_FD, &ph)) {
+		fail("export-resident: PRIME_HANDLE_TO_FD: %s\n", strerror(errno));
+		return 1;
+	}
+	ev0 = shrinker_counter("evicted_objects");
+	force_scan();
+	if (shrinker_counter("evicted_objects") != ev0)
+		fail("export-resident: an exported object was evicted\n");
+	if (bo_check(&bo, 7))
+		fail("export-resident: content changed\n");
+	close(ph.fd);
+	bo_destroy(&bo);
+	return 0;
+}
+
+static int subtest_purge_sigbus(void)
+{
+	enum { N = 4 };
+	struct bo bos[N];
+	long long pu0, un0;
+	uint32_t retained;
+	unsigned int i;
+	int ret;
+
+	for (i = 0; i < N; i++) {
+		ret = create_filled(&bos[i], 512, 200 + i);
+		if (!ret)
+			ret = bo_madvise(&bos[i], VIRTGPU_MADV_DONTNEED, &retained);
+		if (ret) {
+			fail("purge-sigbus: object %u: %s\n", i, strerror(-ret));
+			return 1;
+		}
+	}
+	pu0 = shrinker_counter("purged_objects");
+	un0 = shrinker_counter("unref_cmds");
+	force_scan();
+	if (shrinker_counter("purged_objects") - pu0 < N)
+		fail("purge-sigbus: fewer than %d objects purged\n", N);
+	if (shrinker_counter("unref_cmds") - un0 < N)
+		fail("purge-sigbus: the host was not told (RESOURCE_UNREF)\n");
+	for (i = 0; i < N; i++) {
+		retained = 1;
+		if (bo_madvise(&bos[i], VIRTGPU_MADV_WILLNEED, &retained) || retained)
+			fail("purge-sigbus: object %u still retained\n", i);
+		if (!touch_sigbus(bos[i].map))
+			fail("purge-sigbus: object %u readable without SIGBUS\n", i);
+		ret = bo_transfer(&bos[i]);
+		if (ret != -EINVAL)
+			fail("purge-sigbus: transfer of purged object %u: %d\n", i, ret);
+		bo_destroy(&bos[i]);
+	}
+	return 0;
+}
+
+/* One child: its own client, objects, and transfer/verify rounds. */
+static int race_child(unsigned int id, double seconds)
+{
+	enum { N = 16 };
+	struct bo bos[N];
+	unsigned int i, round = 0;
+	double end = now() + seconds;
+	int ret;
+
+	drm_fd = open(card, O_RDWR | O_CLOEXEC);
+	if (drm_fd < 0)
+		return 1;
+	for (i = 0; i < N; i++) {
+		ret = create_filled(&bos[i], 256, id << 16 | i);
+		if (ret) {
+			say("FAIL: forked-race child %u create %u: %s\n", id, i, strerror(-ret));
+			return 1;
+		}
+	}
+	while (now() < end) {
+		for (i = 0; i < N; i++) {
+			uint32_t seed = id << 16 | round << 8 | i;
+
+			if (bo_check(&bos[i], round ? id << 16 | (round - 1) << 8 | i :
+						id << 16 | i)) {
+				say("FAIL: forked-race child %u object %u lost content\n", id, i);
+				return 1;
+			}
+			bo_fill(&bos[i], seed);
+			ret = bo_transfer(&bos[i]);
+			if (ret) {
+				say("FAIL: forked-race child %u transfer: %s\n", id, strerror(-ret));
+				return 1;
+			}
+		}
+		round++;
+	}
+	say("forked-race: child %u did %u rounds\n", id, round);
+	return 0;
+}
+
+static int subtest_forked_race(double seconds)
+{
+	enum { CHILDREN = 4 };
+	long mem_kb = meminfo_kb("MemTotal");
+	size_t chunk = (size_t)mem_kb * 1024 / 8;
+	pid_t pids[CHILDREN];
+	unsigned int i, rounds = 0;
+	int status, bad = 0;
+	double end = now() + seconds;
+
+	for (i = 0; i < CHILDREN; i++) {
+		pids[i] = fork();
+		if (pids[i] == 0)
+			_exit(race_child(i + 1, seconds));
+		if (pids[i] < 0) {
+			fail("forked-race: fork: %s\n", strerror(errno));
+			return 1;
+		}
+	}
+	/* Anonymous pressure of about the size of RAM, and forced scans. */
+	while (now() < end) {
+		char *p[8];
+		unsigned int k;
+
+		for (k = 0; k < 8; k++) {
+			p[k] = malloc(chunk);
+			if (p[k])
+				memset(p[k], k + rounds, chunk);
+		}
+		for (k = 0; k < 8; k++)
+			free(p[k]);
+		force_scan();
+		rounds++;
+	}
+	for (i = 0; i < CHILDREN; i++) {
+		if (waitpid(pids[i], &status, 0) < 0 || !WIFEXITED(status) ||
+		    WEXITSTATUS(status))
+			bad++;
+	}
+	say("forked-race: %u pressure rounds, %d of %d children failed\n", rounds, bad,
+	    CHILDREN);
+	if (bad)
+		fail("forked-race: %d children failed\n", bad);
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	double ram_factor = 1.5, seconds = 20;
+	uint32_t side = 512;	/* 512x512x4 = 1 MiB per object */
+	unsigned int npurge = 16;
+	char *tests = "basic", *name, *save = NULL;
+	int ret = 0, opt;
+
+	while ((opt = getopt(argc, argv, "c:f:s:p:t:T:")) != -1) {
+		switch (opt) {
+		case 'c': card = optarg; break;
+		case 'f': ram_factor = atof(optarg); break;
+		case 's': side = strtoul(optarg, NULL, 0); break;
+		case 'p': npurge = strtoul(optarg, NULL, 0); break;
+		case 't': tests = optarg; break;
+		case 'T': seconds = atof(optarg); break;
+		default:
+			fprintf(stderr,
+				"usage: %s [-c card] [-f ram-factor] [-s side] [-p purgeable] [-t subtests] [-T race-seconds]\n",
+				argv[0]);
+			return 2;
+		}
+	}
+
+	drm_fd = open(card, O_RDWR | O_CLOEXEC);
+	if (drm_fd < 0) {
+		say("RESULT FAIL open %s: %s\n", card, strerror(errno));
+		return 1;
+	}
+
+	for (name = strtok_r(tests, ":", &save); name; name = strtok_r(NULL, ":", &save)) {
+		int before = failures, r;
+
+		say("SUBTEST %s: start\n", name);
+		if (!strcmp(name, "basic"))
+			r = subtest_basic(ram_factor, side, npurge);
+		else if (!strcmp(name, "small-objects"))
+			r = subtest_basic(ram_factor, 64, npurge);
+		else if (!strcmp(name, "mmap-scan-fault"))
+			r = subtest_mmap_scan_fault();
+		else if (!strcmp(name, "export-resident"))
+			r = subtest_export_resident();
+		else if (!strcmp(name, "purge-sigbus"))
+			r = subtest_purge_sigbus();
+		else if (!strcmp(name, "forked-race"))
+			r = subtest_forked_race(seconds);
+		else {
+			say("unknown subtest %s\n", name);
+			return 2;
+		}
+		if (r && failures == before)
+			failures++;
+		say("SUBTEST %s: %s\n", name, failures == before ? "PASS" : "FAIL");
+		ret |= failures != before;
+	}
+
 	if (failures) {
 		say("RESULT FAIL %d check(s) failed\n", failures);
 		return 1;
 	}
-	say("RESULT PASS %u objects, %.1f MiB, %zu bad words, %u/%u purged\n",
-	    n, (double)n * side * side * 4 / (1 << 20), bad_total, purged, npurge);
+	say("RESULT PASS\n");
 	return 0;
 }

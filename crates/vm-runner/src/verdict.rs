@@ -245,7 +245,7 @@ pub fn qemu_builtin(ev: &Evidence<'_>) -> Verdict {
 }
 
 /// `purge`: objects marked DONTNEED were purged, reported as not retained,
-/// and the host saw their backing released.
+/// and the host saw their resources released (RESOURCE_UNREF).
 pub fn purge(ev: &Evidence<'_>) -> Verdict {
     let mut c = Checks::default();
     c.guest_passed(ev);
@@ -271,12 +271,19 @@ pub fn purge(ev: &Evidence<'_>) -> Verdict {
                 )
             });
         }
+        // A purge releases the host resource too: the guest answers it with
+        // a fenced RESOURCE_UNREF, counted on both sides.
+        let guest_unref = c.take(r.u64("shrinker.unref_cmds"));
+        if let (Some(sp), Some(gu)) = (shrinker_purged, guest_unref) {
+            c.require(gu >= sp, || {
+                format!("the guest purged {sp} objects but sent only {gu} RESOURCE_UNREF for them")
+            });
+        }
         if let Some(m) = c.metrics(ev) {
             check_host_matches_guest(&mut c, r, m);
-            if let (Some(sp), Some(host)) = (shrinker_purged, m.value("vugpu_detach_backing_total"))
-            {
-                c.require(host >= sp as f64, || {
-                    format!("host saw {host} DETACH_BACKING but the guest purged {sp} objects")
+            if let (Some(gu), Some(host)) = (guest_unref, m.command("resource_unref")) {
+                c.require(host >= gu as f64, || {
+                    format!("host saw {host} RESOURCE_UNREF but the guest purged with {gu}")
                 });
             }
         }
@@ -692,9 +699,23 @@ mod tests {
         r["scenario"] = json!("purge");
         r["madvise"] = json!({"dontneed": 48, "purged": 20, "retained": 28});
         r["shrinker"]["purged_objects"] = json!(20);
+        r["shrinker"]["unref_cmds"] = json!(20);
         r["shrinker"]["detach_backing_cmds"] = json!(70);
         r["verified_bytes"] = json!(76 * 4 * MIB);
         r
+    }
+
+    #[test]
+    fn test_purge_without_unref_fails() {
+        let (s, mut r, m) = (pass(), purge_report(), host_metrics(70, 146, 96));
+        r["shrinker"]["unref_cmds"] = json!(0);
+
+        let v = purge(&evidence(&s, &r, &m));
+
+        assert_eq!(
+            v.failures,
+            vec!["the guest purged 20 objects but sent only 0 RESOURCE_UNREF for them".to_owned()]
+        );
     }
 
     #[test]

@@ -12,8 +12,8 @@
 //!   and the cursor queue are served by worker 0), which calls
 //!   [`VhostUserBackend::handle_event`] when a queue is kicked.
 //!
-//! The device state ([`Device`], which owns `vugpu_resources::GpuState` and
-//! through it rutabaga_gfx, which is not `Send`) lives only on the worker
+//! The device state ([`Device`], which owns `vugpu_resources::GpuState`,
+//! not `Send`: it holds host pointers into the guest mapping) lives only on the worker
 //! thread: it is created lazily by the first `handle_event` and kept in a
 //! thread-local map keyed by the backend instance. The backend value itself
 //! ([`GpuBackend`], cloned into the worker by the library) therefore holds

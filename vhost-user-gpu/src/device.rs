@@ -5,7 +5,9 @@
 //!
 //! 1. the device-readable part is copied into a reusable buffer of
 //!    [`max_command_len`] bytes (a longer request is a decode error);
-//! 2. it is decoded into a [`GpuCommand`];
+//! 2. it is decoded into a [`GpuCommand`], except RESOURCE_ATTACH_BACKING,
+//!    whose entries are validated and coalesced by
+//!    [`GpuState::attach_backing_entries`] straight from that buffer;
 //! 3. `Device::dispatch` calls one `handle_*` helper per command, which
 //!    validates and calls [`GpuState`];
 //! 4. the response is encoded into the device-writable part.
@@ -34,16 +36,19 @@ use virtio_queue::DescriptorChain;
 use vm_memory::GuestMemoryMmap;
 use vugpu_metrics::Metrics;
 use vugpu_protocol::wire::{
-    VIRTIO_GPU_FORMAT_A8B8G8R8_UNORM, VIRTIO_GPU_FORMAT_A8R8G8B8_UNORM,
-    VIRTIO_GPU_FORMAT_R8G8B8A8_UNORM, VIRTIO_GPU_FORMAT_R8G8B8X8_UNORM,
-    VIRTIO_GPU_FORMAT_X8B8G8R8_UNORM, VIRTIO_GPU_FORMAT_X8R8G8B8_UNORM, VIRTIO_GPU_F_EDID,
-    VIRTIO_GPU_F_RESOURCE_BLOB, VIRTIO_GPU_F_RESOURCE_UUID,
+    virtio_gpu_mem_entry, VIRTIO_GPU_CMD_RESOURCE_ATTACH_BACKING, VIRTIO_GPU_FORMAT_A8B8G8R8_UNORM,
+    VIRTIO_GPU_FORMAT_A8R8G8B8_UNORM, VIRTIO_GPU_FORMAT_B8G8R8A8_UNORM,
+    VIRTIO_GPU_FORMAT_B8G8R8X8_UNORM, VIRTIO_GPU_FORMAT_R8G8B8A8_UNORM,
+    VIRTIO_GPU_FORMAT_R8G8B8X8_UNORM, VIRTIO_GPU_FORMAT_X8B8G8R8_UNORM,
+    VIRTIO_GPU_FORMAT_X8R8G8B8_UNORM, VIRTIO_GPU_F_EDID, VIRTIO_GPU_F_RESOURCE_BLOB,
+    VIRTIO_GPU_F_RESOURCE_UUID,
 };
 use vugpu_protocol::{
-    command_name, decode_command, decode_header, max_command_len, CtrlHeader, CursorPos,
-    DecodeError, DecodeLimits, DisplayOne, ErrorCode, GpuCommand, GpuResponse, MemEntry, Rect,
+    command_name, decode_attach_backing_in_place, decode_command, decode_header, max_command_len,
+    CtrlHeader, CursorPos, DecodeError, DecodeLimits, DisplayOne, ErrorCode, GpuCommand,
+    GpuResponse, MemEntry, Rect,
 };
-use vugpu_resources::{GpuState, GpuStateConfig, ResourceError, ScanoutUpdate};
+use vugpu_resources::{BackingEntries, GpuState, GpuStateConfig, ResourceError, ScanoutUpdate};
 
 use crate::config::DeviceConfig;
 use crate::display::{Display, DisplayError, CURSOR_BYTES};
@@ -130,8 +135,8 @@ impl CommandError {
 /// Host memory a resource costs besides its pixels, charged against
 /// `--max-host-memory` by capping the number of resources.
 pub const RESOURCE_OVERHEAD_BYTES: u64 = 4096;
-/// Host memory one backing range costs (its record plus the renderer's
-/// iovec), charged by capping the number of ranges held.
+/// Host memory charged per backing range held (its 16-byte record plus a
+/// margin for the state's bookkeeping), by capping the number of ranges.
 pub const RANGE_OVERHEAD_BYTES: u64 = 256;
 
 /// Bounds the host memory that resource bookkeeping uses beyond pixel
@@ -254,6 +259,10 @@ fn ok(resp: GpuResponse) -> CommandResult {
     Ok((resp, Completion::Nothing))
 }
 
+fn wrong_queue() -> CommandError {
+    CommandError::rejected(ErrorCode::Unspec, "command sent on the wrong queue")
+}
+
 /// The device state owned by the worker thread.
 pub struct Device {
     config: DeviceConfig,
@@ -300,6 +309,65 @@ impl Drop for Device {
     }
 }
 
+/// A decoded request. RESOURCE_ATTACH_BACKING keeps its entries where
+/// they sit in the request bytes: they are validated and coalesced straight
+/// from there, never copied into a vector.
+enum Request<'a> {
+    /// RESOURCE_ATTACH_BACKING, entries in wire form.
+    AttachBacking {
+        resource_id: u32,
+        entries: &'a [virtio_gpu_mem_entry],
+    },
+    /// Any other command.
+    Command(GpuCommand),
+}
+
+impl Request<'_> {
+    /// Decodes `bytes` (at most `max_command_len` of them): ATTACH_BACKING
+    /// in place, every other command with [`decode_command`]. Both give
+    /// the same errors for the same bytes.
+    fn decode<'a>(
+        bytes: &'a [u8],
+        limits: &DecodeLimits,
+    ) -> Result<(CtrlHeader, Request<'a>), DecodeError> {
+        let hdr = decode_header(bytes)?;
+        if hdr.type_ == VIRTIO_GPU_CMD_RESOURCE_ATTACH_BACKING {
+            let (hdr, resource_id, entries) = decode_attach_backing_in_place(bytes, limits)?;
+            return Ok((
+                hdr,
+                Request::AttachBacking {
+                    resource_id,
+                    entries,
+                },
+            ));
+        }
+        decode_command(bytes, limits).map(|(hdr, cmd)| (hdr, Request::Command(cmd)))
+    }
+
+    /// The metrics name of the command.
+    fn name(&self) -> &'static str {
+        match self {
+            Self::AttachBacking { .. } => command_name(VIRTIO_GPU_CMD_RESOURCE_ATTACH_BACKING),
+            Self::Command(cmd) => cmd.name(),
+        }
+    }
+
+    /// A one-line description for debug logs (entry lists shortened to
+    /// their count).
+    fn describe(&self) -> String {
+        match self {
+            Self::AttachBacking {
+                resource_id,
+                entries,
+            } => format!(
+                "ResourceAttachBacking {{ resource_id: {resource_id}, entries: {} }}",
+                entries.len()
+            ),
+            Self::Command(cmd) => describe(cmd),
+        }
+    }
+}
+
 /// A one-line description of `cmd` for debug logs (entry lists shortened
 /// to their count).
 fn describe(cmd: &GpuCommand) -> String {
@@ -327,6 +395,15 @@ fn describe(cmd: &GpuCommand) -> String {
     }
 }
 
+/// True if pixels of `format` already are in the byte order QEMU's display
+/// expects, so [`to_bgrx`] leaves them as they are.
+fn is_bgrx(format: u32) -> bool {
+    matches!(
+        format,
+        VIRTIO_GPU_FORMAT_B8G8R8A8_UNORM | VIRTIO_GPU_FORMAT_B8G8R8X8_UNORM
+    )
+}
+
 /// Converts pixels of `format` in place to the byte order QEMU's display
 /// expects (`PIXMAN_x8r8g8b8`/`a8r8g8b8` on little endian: B, G, R, X/A).
 pub fn to_bgrx(format: u32, pixels: &mut [u8]) {
@@ -341,8 +418,8 @@ pub fn to_bgrx(format: u32, pixels: &mut [u8]) {
         VIRTIO_GPU_FORMAT_A8B8G8R8_UNORM | VIRTIO_GPU_FORMAT_X8B8G8R8_UNORM => {
             chunks.for_each(|px| px.rotate_left(1));
         }
-        // B8G8R8A8 / B8G8R8X8 already are; formats rutabaga cannot create
-        // never reach the display.
+        // B8G8R8A8 / B8G8R8X8 already are; formats `GpuState` refuses to
+        // create never reach the display.
         _ => {}
     }
 }
@@ -351,7 +428,7 @@ impl Device {
     /// Creates the device state over `mem`.
     ///
     /// # Errors
-    /// The [`ResourceError`] of `GpuState::new` (renderer initialisation).
+    /// The [`ResourceError`] of `GpuState::new` (invalid configuration).
     pub fn new(
         config: DeviceConfig,
         metrics: Arc<Metrics>,
@@ -513,15 +590,7 @@ impl Device {
         &mut self,
         f: impl FnOnce(&mut Display) -> Result<T, DisplayError>,
     ) -> Option<T> {
-        let display = self.display.as_mut()?;
-        match f(display) {
-            Ok(v) => Some(v),
-            Err(e) => {
-                warn!("vhost-user-gpu: {}; continuing headless", error_chain(&e));
-                self.display = None;
-                None
-            }
-        }
+        on_display(&mut self.display, f)
     }
 
     fn decode_failure(&mut self, what: std::fmt::Arguments<'_>) -> u32 {
@@ -566,35 +635,56 @@ impl Device {
         if let Err(e) = reader.read_exact(&mut self.cmd_buf[..n]) {
             return Some(self.decode_failure(format_args!("reading the request: {e}")));
         }
-        let bytes = &self.cmd_buf[..n];
-        let decoded = if len > self.cmd_buf.len() {
-            decode_header(bytes).map(|hdr| {
-                (
-                    hdr,
-                    Err(CommandError::TooLong {
-                        len,
-                        max: self.cmd_buf.len(),
-                    }),
-                )
-            })
+        // The request is served from the buffer moved out of `self` (a
+        // pointer swap), so ATTACH_BACKING's entries can stay in it while
+        // the handler mutates the device.
+        let cmd_buf = std::mem::take(&mut self.cmd_buf);
+        let (hdr, resp, completion) = self.serve(&cmd_buf[..n], len, cmd_buf.len(), kind);
+        self.cmd_buf = cmd_buf;
+
+        if completion == Completion::NoReply {
+            return None;
+        }
+        let written = self.write_response(&hdr, &resp, &mut writer, kind);
+        if let Completion::Detached(bytes) = completion {
+            self.metrics.detached(bytes, dequeued.elapsed());
+        }
+        if written > 0 && hdr.is_fenced() {
+            self.metrics.fence_completed();
+        }
+        Some(u32::try_from(written).unwrap_or(0))
+    }
+
+    /// Decodes and executes one request of `len` readable bytes, of which
+    /// `bytes` (at most `max` bytes) were read; returns the header to echo,
+    /// the response and what to record once it is written.
+    fn serve(
+        &mut self,
+        bytes: &[u8],
+        len: usize,
+        max: usize,
+        kind: QueueKind,
+    ) -> (CtrlHeader, GpuResponse, Completion) {
+        let decoded = if len > max {
+            decode_header(bytes).map(|hdr| (hdr, Err(CommandError::TooLong { len, max })))
         } else {
-            match decode_command(bytes, &self.limits) {
-                Ok((hdr, cmd)) => Ok((hdr, Ok(cmd))),
+            match Request::decode(bytes, &self.limits) {
+                Ok((hdr, request)) => Ok((hdr, Ok(request))),
                 Err(e) => decode_header(bytes).map(|hdr| (hdr, Err(CommandError::Decode(e)))),
             }
         };
-        let (hdr, cmd) = match decoded {
+        let (hdr, request) = match decoded {
             Ok(v) => v,
             // Not even a header: answer ERR_UNSPEC with a zeroed header
             // (nothing to echo), as QEMU does.
             Err(e) => (CtrlHeader::default(), Err(CommandError::Decode(e))),
         };
 
-        let (resp, completion) = match cmd {
-            Ok(cmd) => {
-                self.metrics.command(cmd.name());
-                let summary = log_enabled!(Level::Debug).then(|| describe(&cmd));
-                let result = self.dispatch(cmd, kind);
+        let (resp, completion) = match request {
+            Ok(request) => {
+                self.metrics.command(request.name());
+                let summary = log_enabled!(Level::Debug).then(|| request.describe());
+                let result = self.dispatch_request(request, kind);
                 if let Some(summary) = summary {
                     match &result {
                         Ok((resp, _)) => debug!(
@@ -614,18 +704,7 @@ impl Device {
                 self.command_failed(&hdr, &e)
             }
         };
-
-        if completion == Completion::NoReply {
-            return None;
-        }
-        let written = self.write_response(&hdr, &resp, &mut writer, kind);
-        if let Completion::Detached(bytes) = completion {
-            self.metrics.detached(bytes, dequeued.elapsed());
-        }
-        if written > 0 && hdr.is_fenced() {
-            self.metrics.fence_completed();
-        }
-        Some(u32::try_from(written).unwrap_or(0))
+        (hdr, resp, completion)
     }
 
     /// Counts and logs a failed command; returns its error response.
@@ -676,14 +755,28 @@ impl Device {
         n
     }
 
+    /// Executes one decoded request: ATTACH_BACKING from the request
+    /// bytes, every other command through [`Device::dispatch`].
+    fn dispatch_request(&mut self, request: Request<'_>, kind: QueueKind) -> CommandResult {
+        match request {
+            Request::AttachBacking {
+                resource_id,
+                entries,
+            } => {
+                if kind == QueueKind::Cursor {
+                    return Err(wrong_queue());
+                }
+                self.handle_attach_backing(resource_id, entries)
+            }
+            Request::Command(cmd) => self.dispatch(cmd, kind),
+        }
+    }
+
     /// Executes one decoded command: one arm per command, each a call to a
     /// `handle_*` helper.
     fn dispatch(&mut self, cmd: GpuCommand, kind: QueueKind) -> CommandResult {
         if cmd.is_cursor() != (kind == QueueKind::Cursor) {
-            return Err(CommandError::rejected(
-                ErrorCode::Unspec,
-                "command sent on the wrong queue",
-            ));
+            return Err(wrong_queue());
         }
         match cmd {
             GpuCommand::GetDisplayInfo => self.handle_get_display_info(),
@@ -711,7 +804,7 @@ impl Device {
             GpuCommand::ResourceAttachBacking {
                 resource_id,
                 entries,
-            } => self.handle_attach_backing(resource_id, &entries),
+            } => self.handle_attach_backing(resource_id, entries.as_slice()),
             GpuCommand::ResourceDetachBacking { resource_id } => {
                 self.handle_detach_backing(resource_id)
             }
@@ -897,7 +990,7 @@ impl Device {
     }
 
     /// Logs the digest of what a TRANSFER_TO_HOST_2D of `rect` read, as the
-    /// renderer's host copy now holds it (see [`crate::digest`]).
+    /// state's host copy now holds it (see [`crate::digest`]).
     fn log_transfer_digest(&mut self, resource_id: u32, rect: vugpu_resources::Rect) {
         if !matches!(
             self.state.resource_kind(resource_id),
@@ -951,7 +1044,11 @@ impl Device {
         }
     }
 
-    fn handle_attach_backing(&mut self, resource_id: u32, entries: &[MemEntry]) -> CommandResult {
+    fn handle_attach_backing<E: BackingEntries + ?Sized>(
+        &mut self,
+        resource_id: u32,
+        entries: &E,
+    ) -> CommandResult {
         if self.config.faults.attach_error {
             self.metrics.injected_fault();
             return Err(CommandError::rejected(
@@ -959,8 +1056,8 @@ impl Device {
                 "test-only fault attach-error",
             ));
         }
-        self.budget.check_new_ranges(entries.len())?;
-        let bytes = self.state.attach_backing(resource_id, entries)?;
+        self.budget.check_new_ranges(entries.count())?;
+        let bytes = self.state.attach_backing_entries(resource_id, entries)?;
         self.budget
             .charge(resource_id, self.ranges_of(resource_id), bytes);
         self.metrics.attached(bytes);
@@ -1187,7 +1284,9 @@ impl Device {
 
     /// Reads the pixels of `update` and sends them to the display, and
     /// logs their digest when `op` is given, the resource is a blob and the
-    /// digest log is on (then even without a display).
+    /// digest log is on (then even without a display). Full-width bands of
+    /// a 2D resource in the display's byte order are sent straight from the
+    /// host copy ([`GpuState::host_rows`]); others are copied out first.
     fn push_pixels(&mut self, update: &ScanoutUpdate, op: Option<ReadOp>) {
         let digest = self.digests(update.resource_id, op);
         if (self.display.is_none() && !digest) || update.resource_id == 0 {
@@ -1213,6 +1312,23 @@ impl Device {
                 height: rows,
                 ..update.src
             };
+            let rect = Rect {
+                x: update.dst_x,
+                y: update.dst_y.saturating_add(done),
+                width: src.width,
+                height: rows,
+            };
+            // A full-width band of a 2D resource already in the display's
+            // byte order goes to the socket straight from the host copy.
+            if !digest && is_bgrx(update.format) {
+                if let Some(band) = self.state.host_rows(update.resource_id, src) {
+                    on_display(&mut self.display, |d| {
+                        d.update(update.scanout_id, rect, band)
+                    });
+                    done += rows;
+                    continue;
+                }
+            }
             if let Err(e) = self.state.read_pixels(update.resource_id, src, &mut pixels) {
                 if e.is_refused_access() {
                     self.metrics.refused_access();
@@ -1234,12 +1350,6 @@ impl Device {
                 continue;
             }
             to_bgrx(update.format, &mut pixels);
-            let rect = Rect {
-                x: update.dst_x,
-                y: update.dst_y.saturating_add(done),
-                width: src.width,
-                height: rows,
-            };
             self.with_display(|d| d.update(update.scanout_id, rect, &pixels));
             done += rows;
         }
@@ -1266,6 +1376,24 @@ struct BlobImage {
     format: u32,
     strides: [u32; 4],
     offsets: [u32; 4],
+}
+
+/// Runs `f` on `display`, if any; on failure logs and drops the display
+/// socket (the device continues headless). [`Device::with_display`] for
+/// callers that borrow other parts of the device at the same time.
+fn on_display<T>(
+    display: &mut Option<Display>,
+    f: impl FnOnce(&mut Display) -> Result<T, DisplayError>,
+) -> Option<T> {
+    let d = display.as_mut()?;
+    match f(d) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            warn!("vhost-user-gpu: {}; continuing headless", error_chain(&e));
+            *display = None;
+            None
+        }
+    }
 }
 
 /// `error: cause: cause...` for logs.

@@ -16,9 +16,9 @@
 //!   `offset + i * stride` with `stride = resource width * 4` (QEMU and Linux
 //!   semantics: `offset` is where the rectangle's first pixel is; Linux sends
 //!   `y * stride + x * 4`, so row `y + i` is at `(y + i) * stride + x * 4`).
-//!   The bytes digested are the ones the renderer copied into its host copy
-//!   by that transfer (read back from it), so a stale or wrong iovec changes
-//!   the digest.
+//!   The bytes digested are the ones the state copied into its host copy
+//!   by that transfer (read back from it), so a stale or wrong backing range
+//!   changes the digest.
 //! - Blob flush / scanout: row `r` in `y..y+h` is read at blob offset
 //!   `plane offset + r * stride + x * 4` with the scanout's stride; the rect
 //!   is the part of the scanout the flush covers (or the whole scanout rect

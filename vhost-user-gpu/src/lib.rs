@@ -185,7 +185,7 @@ pub fn start(config: GpuConfig) -> Result<(), StartError> {
         );
     }
 
-    // Fail early if the renderer cannot be built; the real device state is
+    // Fail early if the device state cannot be built; the real one is
     // created on the worker thread of each connection.
     drop(
         device::Device::new(

@@ -65,6 +65,16 @@ impl Fixture {
     /// a writable response descriptor of `resp_len` bytes unless 0) and
     /// returns the used length and the response bytes.
     fn submit_bytes(&mut self, request: &[u8], resp_len: u32) -> (u32, Vec<u8>) {
+        self.submit_bytes_on(QueueKind::Control, request, resp_len)
+    }
+
+    /// [`Fixture::submit_bytes`] on the queue `kind`.
+    fn submit_bytes_on(
+        &mut self,
+        kind: QueueKind,
+        request: &[u8],
+        resp_len: u32,
+    ) -> (u32, Vec<u8>) {
         self.mem
             .write_slice(request, GuestAddress(REQ_ADDR))
             .expect("request fits");
@@ -86,7 +96,7 @@ impl Fixture {
         let chain = queue.build_desc_chain(&descs).expect("chain");
         let used = self
             .device
-            .process_chain(chain, &self.mem, QueueKind::Control, Instant::now())
+            .process_chain(chain, &self.mem, kind, Instant::now())
             .expect("a reply");
         let mut out = vec![0u8; used as usize];
         self.mem
@@ -571,6 +581,91 @@ fn test_display_set_scanout_and_flush_send_scanout_and_pixels() {
     // 20-byte VhostUserGpuUpdate header and the full 4x4 image.
     assert_full_update(next_message(&rx), &pattern);
     assert_full_update(next_message(&rx), &pattern);
+}
+
+#[test]
+fn test_display_flush_of_lower_rows_sends_those_rows() {
+    let mut f = fixture();
+    let rx = with_fake_display(&mut f, 1024, 768);
+    f.create_attached_resource(1);
+    let pattern: Vec<u8> = (0..RES_BYTES).map(|i| i as u8).collect();
+    f.mem
+        .write_slice(&pattern, GuestAddress(BACKING_ADDR))
+        .expect("backing writable");
+    let hdr = CtrlHeader::default();
+    f.submit(
+        &hdr,
+        &GpuCommand::TransferToHost2d {
+            resource_id: 1,
+            rect: full_rect(),
+            offset: 0,
+        },
+    );
+    f.submit(
+        &hdr,
+        &GpuCommand::SetScanout {
+            scanout_id: 0,
+            resource_id: 1,
+            rect: full_rect(),
+        },
+    );
+    let _scanout = next_message(&rx);
+    let _full = next_message(&rx);
+    // Rows 2 and 3 at full width: a band that does not start at row 0.
+    let lower = Rect {
+        x: 0,
+        y: 2,
+        width: SIDE,
+        height: 2,
+    };
+
+    f.submit(
+        &hdr,
+        &GpuCommand::ResourceFlush {
+            resource_id: 1,
+            rect: lower,
+        },
+    );
+
+    let (request, payload) = next_message(&rx);
+    assert_eq!(request, fake_display::UPDATE);
+    // VhostUserGpuUpdate: scanout 0, x 0, y 2, width 4, height 2.
+    assert_eq!(
+        payload[..20],
+        [0, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 4, 0, 0, 0, 2, 0, 0, 0]
+    );
+    // B8G8R8X8 needs no conversion: the rows exactly as transferred.
+    let row_bytes = (SIDE * 4) as usize;
+    assert_eq!(&payload[20..], &pattern[2 * row_bytes..4 * row_bytes]);
+}
+
+#[test]
+fn test_attach_backing_on_cursor_queue_is_unspec_and_attaches_nothing() {
+    let mut f = fixture();
+    let hdr = CtrlHeader::default();
+    f.submit(
+        &hdr,
+        &GpuCommand::ResourceCreate2d {
+            resource_id: 1,
+            format: VIRTIO_GPU_FORMAT_B8G8R8X8_UNORM,
+            width: SIDE,
+            height: SIDE,
+        },
+    );
+    let attach = GpuCommand::ResourceAttachBacking {
+        resource_id: 1,
+        entries: vec![MemEntry {
+            addr: BACKING_ADDR,
+            length: RES_BYTES,
+        }],
+    };
+
+    let (used, out) = f.submit_bytes_on(QueueKind::Cursor, &attach.to_bytes(&hdr), 64);
+
+    assert_eq!(used, 24);
+    let resp = decode_header(&out).expect("response header");
+    assert_eq!(resp.type_, VIRTIO_GPU_RESP_ERR_UNSPEC);
+    assert!(!f.device.state.has_backing(1));
 }
 
 fn assert_full_update((request, payload): (u32, Vec<u8>), pattern: &[u8]) {

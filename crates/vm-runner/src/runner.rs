@@ -39,8 +39,11 @@ use crate::verdict::{self, Evidence, Outcome, ScreenCheck, Verdict};
 const DAEMON_START: Duration = Duration::from_secs(15);
 /// How long the guest may take to power off after its status line.
 const GUEST_POWEROFF: Duration = Duration::from_secs(20);
-/// How long the daemon may take to exit after QEMU disconnected.
+/// How long the daemon may take to exit on SIGTERM.
 const DAEMON_EXIT: Duration = Duration::from_secs(15);
+/// How long a single-connection daemon may take to exit by itself after
+/// QEMU disconnected, before it gets SIGTERM.
+const DAEMON_EXIT_BY_ITSELF: Duration = Duration::from_secs(3);
 /// SIGTERM-to-SIGKILL grace period.
 const GRACE: Duration = Duration::from_secs(10);
 /// Timeout of one QMP or metrics request.
@@ -641,22 +644,25 @@ fn execute(
                 describe(st),
                 tail(&daemon_log, 3)
             )),
-            _ => match d.wait_timeout(DAEMON_EXIT) {
+            // A daemon serving one connection exits when QEMU disconnects;
+            // one that waits for the next frontend (--socket-path in newer
+            // builds) must stop cleanly on SIGTERM.
+            _ => match d.wait_timeout(DAEMON_EXIT_BY_ITSELF) {
                 Some(st) if st.success() => {}
                 Some(st) => h.fail(format!(
                     "daemon exited with {} after QEMU disconnected: {}",
                     describe(st),
                     tail(&daemon_log, 3)
                 )),
-                None => {
-                    let st = d.stop(GRACE);
-                    h.fail(format!(
-                        "daemon still running {} s after QEMU exited (then {})",
-                        DAEMON_EXIT.as_secs(),
+                None => match d.stop(DAEMON_EXIT) {
+                    Stopped::Terminated(st) | Stopped::AlreadyExited(st) if st.success() => {}
+                    st => h.fail(format!(
+                        "daemon did not exit cleanly on SIGTERM after QEMU exited: {}: {}",
                         st.status()
-                            .map_or_else(|| "not reaped".to_owned(), describe)
-                    ));
-                }
+                            .map_or_else(|| "not reaped".to_owned(), describe),
+                        tail(&daemon_log, 3)
+                    )),
+                },
             },
         }
         let log = read_lossy(&daemon_log);

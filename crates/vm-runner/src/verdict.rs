@@ -445,12 +445,13 @@ pub fn fault(ev: &Evidence<'_>, f: Fault) -> Verdict {
     let mut c = Checks::default();
     if let Some(m) = c.metrics(ev) {
         check_no_refused(&mut c, m);
-        if matches!(f, Fault::DetachError | Fault::DetachHang) {
-            let seen = m.command("resource_detach_backing").unwrap_or(0.0);
-            c.require(seen > 0.0, || {
-                "the guest sent no DETACH_BACKING: the fault was not exercised".to_owned()
-            });
-        }
+        let injected = m.sum("vugpu_injected_faults_total").unwrap_or(0.0);
+        c.require(injected > 0.0, || {
+            "the daemon injected no fault (vugpu_injected_faults_total 0): the fault was not \
+             exercised"
+                .to_owned()
+        });
+        c.note(format!("daemon injected {injected} faults"));
     }
     if ev.status.is_none() {
         c.failures.push(
@@ -1101,7 +1102,7 @@ mod tests {
     fn noswap_metrics(detach: u64) -> Metrics {
         Metrics::parse(&format!(
             "vugpu_detach_backing_total {detach}\nvugpu_refused_guest_accesses_total 0\n\
-             vugpu_commands_total{{cmd=\"resource_detach_backing\"}} {detach}\n"
+             vugpu_injected_faults_total {detach}\n"
         ))
         .expect("valid metrics")
     }

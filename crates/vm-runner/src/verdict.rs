@@ -684,16 +684,29 @@ fn check_host_matches_guest(c: &mut Checks, r: Report<'_>, m: &Metrics) {
             let created = m.value("vugpu_resources_created_total").unwrap_or(0.0);
             let objects = r.u64("objects").unwrap_or(0) as f64;
             let outside = (created - objects).max(0.0);
+            // A guest blob gets its first backing inside RESOURCE_CREATE_BLOB:
+            // the host counts that as an attach, the guest's counter only
+            // counts ATTACH_BACKING commands. So each workload blob adds
+            // exactly one.
+            let blobs = if r.str("kind") == Some("blob") {
+                objects
+            } else {
+                0.0
+            };
+            let (low, high) = (blobs, blobs + outside);
             let extra = h - g as f64;
-            c.require((0.0..=outside).contains(&extra), || {
+            c.require((low..=high).contains(&extra), || {
                 format!(
                     "host counted {h} ATTACH_BACKING, guest sent {g}: difference {extra} is \
-                     outside [0, {outside}] (resources not created by the workload)"
+                     outside [{low}, {high}] (blobs created with their backing, resources not \
+                     created by the workload)"
                 )
             });
             if extra > 0.0 {
                 c.note(format!(
-                    "host ATTACH {h} = guest {g} + {extra} attaches of resources created before the workload"
+                    "host ATTACH {h} = guest {g} + {blobs} blob creations with backing + {} \
+                     attaches of resources created before the workload",
+                    extra - blobs
                 ));
             }
         }
@@ -1284,6 +1297,30 @@ mod tests {
         };
 
         content(&mut v, &ev);
+
+        assert_eq!(v.outcome, Outcome::Fail);
+    }
+
+    #[test]
+    fn test_evict_blob_creations_count_as_host_attaches() {
+        // 96 blobs created with their backing (96 host attaches the guest
+        // does not count), 50 re-attaches, 1 console framebuffer.
+        let (s, mut r, m) = (pass(), evict_report(), host_metrics(50, 147, 97));
+        r["kind"] = json!("blob");
+        r["shrinker"]["attach_backing_cmds"] = json!(50);
+
+        let v = evict(&evidence(&s, &r, &m), PressureKind::Blob);
+
+        assert_eq!(v.outcome, Outcome::Pass, "{:?}", v.failures);
+    }
+
+    #[test]
+    fn test_evict_blob_missing_creation_attaches_fail() {
+        let (s, mut r, m) = (pass(), evict_report(), host_metrics(50, 60, 97));
+        r["kind"] = json!("blob");
+        r["shrinker"]["attach_backing_cmds"] = json!(50);
+
+        let v = evict(&evidence(&s, &r, &m), PressureKind::Blob);
 
         assert_eq!(v.outcome, Outcome::Fail);
     }

@@ -349,7 +349,7 @@ pub fn blob_noswap(ev: &Evidence<'_>) -> Verdict {
         let detach = m.value("vugpu_detach_backing_total");
         c.require(detach == Some(0.0), || {
             format!(
-                "host saw DETACH_BACKING {detach:?} times without blob swap: the guest                  evicted blobs the device did not agree to give back"
+                "host saw DETACH_BACKING {detach:?} times without blob swap: the guest evicted blobs the device did not agree to give back"
             )
         });
     }
@@ -424,17 +424,17 @@ fn check_no_refused(c: &mut Checks, m: &Metrics) {
 /// Fault scenarios (the daemon misbehaves on purpose).
 ///
 /// Always: the guest reports (no hang; the runner adds the console checks
-/// and the phase time bound), the device never had to refuse an access
-/// (the guest never let it touch an object without backing), and no byte
-/// the workload verified was lost.
+/// and the phase time bound), the daemon injected at least one fault
+/// (`vugpu_injected_faults_total`, else the fault was not exercised), the
+/// device never had to refuse an access (the guest never let it touch an
+/// object without backing), and no byte the workload verified was lost.
 ///
 /// - `DetachDelay`: eviction still works, so everything `evict` checks
 ///   holds (no OOM kill, every byte verified, host and guest counts match).
 /// - `DetachError` / `DetachHang`: no DETACH completes, so the guest must
 ///   keep every page: the shrinker evicts nothing and the device may keep
 ///   using them. Objects beyond RAM then cannot fit: an OOM kill or an
-///   allocation failure is recorded, not failed. The host must have seen
-///   DETACH attempts (else the fault was not exercised).
+///   allocation failure is recorded, not failed.
 /// - `AttachError`: swap-in cannot re-attach, so the guest must fail the
 ///   use (an ioctl error is the expected, recorded outcome) rather than let
 ///   the device read a resource without backing.

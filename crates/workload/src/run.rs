@@ -105,7 +105,12 @@ pub fn run(cfg: &Config) -> Report {
     let mut kmsg = KmsgWatch::start(&cfg.kmsg)
         .inspect_err(|e| eprintln!("vugpu-workload: not watching {}: {e}", cfg.kmsg.display()))
         .ok();
-    let outcome = Workload::new(cfg, &mut report).and_then(|mut w| w.execute());
+    let outcome = Workload::new(cfg, &mut report).and_then(|mut w| {
+        let r = w.execute();
+        // Also after a failure: the objects the device read so far.
+        w.report_reads();
+        r
+    });
     let end = Snapshot::take(cfg);
     let mut klog = KernelLog::default();
     report.kernel_log = kmsg
@@ -283,9 +288,6 @@ impl<'a> Workload<'a> {
                     source,
                 })?;
         }
-        if self.cfg.device_digests {
-            self.report.device_reads = Some(self.reads.iter().flatten().cloned().collect());
-        }
         for (index, obj) in (0u64..).zip(std::mem::take(&mut self.objects)) {
             self.card
                 .gem_close(obj.handle)
@@ -450,6 +452,13 @@ impl<'a> Workload<'a> {
             self.record_read(index, handle)?;
         }
         Ok(())
+    }
+
+    /// Puts the recorded device reads into the report (`--device-digests`).
+    fn report_reads(&mut self) {
+        if self.cfg.device_digests {
+            self.report.device_reads = Some(self.reads.iter().flatten().cloned().collect());
+        }
     }
 
     /// Counts one device read of object `index`; the first one also looks

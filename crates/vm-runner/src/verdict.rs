@@ -453,6 +453,21 @@ pub fn fault(ev: &Evidence<'_>, f: Fault) -> Verdict {
         });
         c.note(format!("daemon injected {injected} faults"));
     }
+    if ev.status.is_none() && ev.report.is_none() {
+        // Without any eviction the objects cannot fit: the kernel may end in
+        // an OOM panic, like the unpatched baseline; time_bound checks when.
+        match ev.console_oom {
+            Some(line) => c.note(format!(
+                "guest could not report; its kernel logged the OOM outcome: {line}"
+            )),
+            None => c.failures.push(
+                "guest never reported VUGPU-STATUS and its console shows no OOM: reclaim or \
+                 the workload stalled on the faulty device"
+                    .to_owned(),
+            ),
+        }
+        return c.finish(Outcome::Recorded);
+    }
     if ev.status.is_none() {
         c.failures.push(
             "guest never reported VUGPU-STATUS: reclaim or the workload stalled on the faulty device"
@@ -540,10 +555,33 @@ pub fn content(v: &mut Verdict, ev: &Evidence<'_>) {
     ));
 }
 
+/// Seconds a TCG guest may spend booting before the workload starts.
+pub const BOOT_ALLOWANCE_SECS: u64 = 15;
+
+/// The kernel timestamp of a console line (`[  160.916257] ...`), in
+/// seconds.
+fn console_secs(line: &str) -> Option<f64> {
+    let rest = line.trim_start().strip_prefix('[')?;
+    let (stamp, _) = rest.split_once(']')?;
+    stamp.trim().parse().ok()
+}
+
 /// Fails `v` when the workload's phases together took longer than
 /// `max_secs`: a reclaim stall on a slow or silent device.
+///
+/// Without a report, an OOM line on the console must carry a kernel
+/// timestamp within the bound (plus [`BOOT_ALLOWANCE_SECS`] for the boot).
 pub fn time_bound(v: &mut Verdict, ev: &Evidence<'_>, max_secs: u64) {
     let Some(Ok(report)) = ev.report else {
+        if let Some(t) = ev.console_oom.and_then(console_secs) {
+            let limit = (max_secs + BOOT_ALLOWANCE_SECS) as f64;
+            if t > limit {
+                v.fail(format!(
+                    "the kernel reached its OOM outcome {t:.0} s after boot, later than the \
+                     {max_secs} s bound plus {BOOT_ALLOWANCE_SECS} s for booting (reclaim stalled)"
+                ));
+            }
+        }
         return;
     };
     let r = Report(report);
@@ -1321,6 +1359,40 @@ mod tests {
         r["shrinker"]["attach_backing_cmds"] = json!(50);
 
         let v = evict(&evidence(&s, &r, &m), PressureKind::Blob);
+
+        assert_eq!(v.outcome, Outcome::Fail);
+    }
+
+    #[test]
+    fn test_fault_quick_oom_panic_is_recorded() {
+        let m = noswap_metrics(5);
+        let ev = Evidence {
+            metrics: Some(&m),
+            console_oom: Some(
+                "[   20.5] Kernel panic - not syncing: System is deadlocked on memory",
+            ),
+            ..Evidence::default()
+        };
+
+        let mut v = fault(&ev, Fault::DetachHang);
+        time_bound(&mut v, &ev, 150);
+
+        assert_eq!(v.outcome, Outcome::Recorded, "{:?}", v.failures);
+    }
+
+    #[test]
+    fn test_fault_late_oom_panic_fails_the_time_bound() {
+        let m = noswap_metrics(5);
+        let ev = Evidence {
+            metrics: Some(&m),
+            console_oom: Some(
+                "[  160.916257] Kernel panic - not syncing: System is deadlocked on memory",
+            ),
+            ..Evidence::default()
+        };
+
+        let mut v = fault(&ev, Fault::DetachHang);
+        time_bound(&mut v, &ev, 140);
 
         assert_eq!(v.outcome, Outcome::Fail);
     }

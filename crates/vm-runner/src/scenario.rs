@@ -252,6 +252,31 @@ const BLOB: Spec = Spec {
     ..BASE
 };
 
+const EVICT: Spec = Spec {
+    name: "evict",
+    about: "2D objects 1.5x RAM evicted to swap and used again; device reads checked",
+    daemon: ours(&[], true),
+    init: "evict",
+    ..BASE
+};
+
+const PURGE: Spec = Spec {
+    name: "purge",
+    about: "as evict, every second object DONTNEED: purged",
+    workload: &[
+        "--kind",
+        "2d",
+        "--total-ram-ratio",
+        "1.5",
+        "--object-mib",
+        "4",
+        "--dontneed-every",
+        "2",
+    ],
+    verdict: VerdictKind::Purge,
+    ..BASE
+};
+
 /// Reclaim must not stall on a misbehaving device for longer than this
 /// (the workload's phases together; a healthy evict run takes 20-40 s under
 /// TCG, a 200 ms DETACH delay adds at most a few seconds with batched
@@ -287,29 +312,8 @@ pub static TABLE: &[Spec] = &[
         verdict: VerdictKind::Smoke,
         ..BASE
     },
-    Spec {
-        name: "evict",
-        about: "2D objects 1.5x RAM evicted to swap and used again; device reads checked",
-        daemon: ours(&[], true),
-        init: "evict",
-        ..BASE
-    },
-    Spec {
-        name: "purge",
-        about: "as evict, every second object DONTNEED: purged",
-        workload: &[
-            "--kind",
-            "2d",
-            "--total-ram-ratio",
-            "1.5",
-            "--object-mib",
-            "4",
-            "--dontneed-every",
-            "2",
-        ],
-        verdict: VerdictKind::Purge,
-        ..BASE
-    },
+    EVICT,
+    PURGE,
     Spec {
         name: "baseline",
         about: "evict workload on the unpatched kernel: OOM or ENOMEM recorded",
@@ -371,6 +375,28 @@ pub static TABLE: &[Spec] = &[
         },
         in_all: false,
         ..BASE
+    },
+    Spec {
+        name: "evict-debug",
+        about: "evict on the debug kernel (lockdep, KASAN, atomic-sleep checks; \
+                any report fails)",
+        kernel: KernelKind::Debug,
+        in_all: false,
+        ..EVICT
+    },
+    Spec {
+        name: "purge-debug",
+        about: "purge on the debug kernel",
+        kernel: KernelKind::Debug,
+        in_all: false,
+        ..PURGE
+    },
+    Spec {
+        name: "blob-debug",
+        about: "blob on the debug kernel",
+        kernel: KernelKind::Debug,
+        in_all: false,
+        ..BLOB
     },
     fault(
         "fault-detach-delay",
@@ -593,6 +619,13 @@ mod tests {
         assert!(Scenario::every()
             .filter(|s| s.device == Device::VhostUserTestDevice)
             .all(|s| s.qemu == QemuKind::Qemu10_2));
+    }
+
+    #[test]
+    fn test_debug_scenarios_are_opt_in() {
+        assert!(Scenario::every()
+            .filter(|s| s.kernel == KernelKind::Debug)
+            .all(|s| !s.in_all && s.name().ends_with("-debug")));
     }
 
     #[test]

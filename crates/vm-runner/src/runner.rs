@@ -398,6 +398,49 @@ fn console_fatal(console: &str) -> Option<String> {
         .map(|l| l.trim_end_matches('\r').trim().to_owned())
 }
 
+/// `VIRTIO_GPU_F_BLOB_SWAP`: the experimental device feature bit that lets
+/// the guest evict guest blobs (DESIGN 4.5).
+pub const VIRTIO_GPU_F_BLOB_SWAP: u32 = 23;
+
+/// The last feature set the daemon logged as acked by the driver
+/// (`driver acked features 0x...`), if any.
+fn acked_features(daemon_log: &str) -> Option<u64> {
+    daemon_log
+        .lines()
+        .rev()
+        .filter_map(|l| l.split("driver acked features 0x").nth(1))
+        .find_map(|rest| {
+            let hex: String = rest.chars().take_while(char::is_ascii_hexdigit).collect();
+            u64::from_str_radix(&hex, 16).ok()
+        })
+}
+
+/// Notes whether blob swap was negotiated and fails a scenario whose table
+/// entry says what it must be.
+fn check_blob_swap(s: Scenario, acked: Option<u64>, h: &mut Harness) {
+    let Some(features) = acked else {
+        if s.expect_blob_swap.is_some() {
+            h.fail("the daemon log has no acked feature set to check blob swap in".to_owned());
+        }
+        return;
+    };
+    let swap = features & (1 << VIRTIO_GPU_F_BLOB_SWAP) != 0;
+    h.notes.push(format!(
+        "driver acked features {features:#x}: blob swap (bit {VIRTIO_GPU_F_BLOB_SWAP}) {}",
+        if swap { "negotiated" } else { "not negotiated" }
+    ));
+    if let Some(want) = s.expect_blob_swap {
+        if want != swap {
+            h.fail(format!(
+                "blob swap (bit {VIRTIO_GPU_F_BLOB_SWAP}) {} but scenario {} needs it {}",
+                if swap { "negotiated" } else { "not negotiated" },
+                s.name(),
+                if want { "negotiated" } else { "off" }
+            ));
+        }
+    }
+}
+
 /// Console markers of kernel self-checks that fail every scenario: lockdep
 /// reports, KASAN, WARN()/BUG(), sleeping in atomic context, RCU and hung
 /// task reports. ("KernelAddressSanitizer initialized" at boot does not
@@ -668,6 +711,9 @@ fn execute(
         let log = read_lossy(&daemon_log);
         if let Some(line) = log.lines().find(|l| l.contains("panicked")) {
             h.fail(format!("daemon panicked: {}", line.trim()));
+        }
+        if s.our_daemon() {
+            check_blob_swap(s, acked_features(&log), h);
         }
     }
 
@@ -1148,6 +1194,24 @@ mod tests {
             lines,
             ["[5.0] WARNING: possible circular locking dependency detected"]
         );
+    }
+
+    #[test]
+    fn test_acked_features_takes_the_last_logged_set() {
+        let log = "x INFO vhost-user-gpu: driver acked features 0x1000000000e\n\
+                   x INFO vhost-user-gpu: driver acked features 0x10170800000e\n";
+
+        assert_eq!(acked_features(log), Some(0x1017_0800_000e));
+    }
+
+    #[test]
+    fn test_check_blob_swap_negotiated_against_noswap_fails() {
+        let noswap = Scenario::by_name("blob-noswap").expect("blob-noswap exists");
+        let mut h = Harness::default();
+
+        check_blob_swap(noswap, Some(1 << 23 | 0xe), &mut h);
+
+        assert_eq!(h.failures.len(), 1, "{:?}", h.failures);
     }
 
     #[test]

@@ -204,6 +204,9 @@ pub struct Spec {
     /// Longest acceptable sum of the workload's phases (create, fill,
     /// pressure, reuse), in seconds: a bound on reclaim stalls.
     pub max_workload_secs: Option<u64>,
+    /// Whether the driver must have acked VIRTIO_GPU_F_BLOB_SWAP (bit 23),
+    /// read from the daemon's log; `None`: only noted.
+    pub expect_blob_swap: Option<bool>,
     /// The verdict.
     pub verdict: VerdictKind,
     /// Part of `all`.
@@ -232,6 +235,7 @@ const BASE: Spec = Spec {
     screendump: false,
     oom_panic_expected: false,
     max_workload_secs: None,
+    expect_blob_swap: None,
     verdict: VerdictKind::Evict {
         pressure: PressureKind::TwoD,
         host: true,
@@ -357,6 +361,7 @@ pub static TABLE: &[Spec] = &[
         about: "as blob with --no-blob-swap: no blob evicted; OOM or ENOMEM recorded",
         daemon: ours(&["--blob", "--no-blob-swap"], true),
         oom_panic_expected: true,
+        expect_blob_swap: Some(false),
         verdict: VerdictKind::BlobNoSwap,
         ..BLOB
     },

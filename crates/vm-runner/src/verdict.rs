@@ -393,6 +393,12 @@ pub fn blob_noswap(ev: &Evidence<'_>) -> Verdict {
 /// [`Outcome::Recorded`] for an OOM kill or allocation failure and
 /// [`Outcome::Pass`] when the workload passed.
 fn record_pressure_outcome(c: &mut Checks, r: Report<'_>) -> Outcome {
+    if let Some(t) = r.opt_u64("timeout_s").ok().flatten() {
+        c.failures.push(format!(
+            "the guest watchdog stopped a workload still running after {t} s: reclaim or the \
+             workload stalled (a hang is not an expected outcome)"
+        ));
+    }
     let oom = r.opt_u64("vmstat.oom_kill").unwrap_or(None).unwrap_or(0);
     let signal = r.killed_by_signal();
     let error = r.str("error");
@@ -585,10 +591,17 @@ pub fn time_bound(v: &mut Verdict, ev: &Evidence<'_>, max_secs: u64) {
         return;
     };
     let r = Report(report);
-    let ms: u64 = ["create", "fill", "pressure", "reuse_verify"]
+    if r.get("timeout_s").is_some() {
+        // A hang; record_pressure_outcome (or guest_passed) fails it.
+        return;
+    }
+    let phases: u64 = ["create", "fill", "pressure", "reuse_verify"]
         .iter()
         .filter_map(|p| r.opt_u64(&format!("phases_ms.{p}")).ok().flatten())
         .sum();
+    // /init's own report (workload killed) has only the elapsed seconds.
+    let elapsed = r.opt_u64("elapsed_s").ok().flatten().unwrap_or(0) * 1000;
+    let ms = phases.max(elapsed);
     if ms > max_secs * 1000 {
         v.fail(format!(
             "workload phases took {:.1} s, more than the {max_secs} s bound (reclaim stalled)",
@@ -1395,5 +1408,20 @@ mod tests {
         time_bound(&mut v, &ev, 140);
 
         assert_eq!(v.outcome, Outcome::Fail);
+    }
+
+    #[test]
+    fn test_time_bound_watchdog_timeout_fails() {
+        let (s, r, m) = (
+            failed("workload timed out after 180 s"),
+            json!({"tool": "init", "timeout_s": 180, "error": "workload timed out after 180 s"}),
+            noswap_metrics(5),
+        );
+        let ev = evidence(&s, &r, &m);
+        let mut v = fault(&ev, Fault::DetachHang);
+
+        time_bound(&mut v, &ev, 60);
+
+        assert_eq!(v.failures.len(), 1, "{:?}", v.failures);
     }
 }

@@ -11,7 +11,11 @@
 # machine's apt configuration is never changed for it, and unpacked with
 # `dpkg -x` into $VUGPU_CACHE/kernel/linux-source-7.3/: it is not installed.
 #
-# Usage: ci/install-deps.sh [host|kernel|guest|all]...   (default: all)
+# Usage: ci/install-deps.sh [host|kernel|guest|qemu-build|all]...   (default: all)
+#
+# qemu-build: what ci/build-qemu.sh needs (meson >= 1.5 from
+# bookworm-backports, ninja, glib, libfdt, Debian's firmware packages).
+# Sourcing this file defines its functions (debian_uri) without running main.
 set -euo pipefail
 
 say() { printf 'install-deps: %s\n' "$*" >&2; }
@@ -145,6 +149,13 @@ install_guest() {
 	install_missing -- busybox-static cpio gzip
 }
 
+install_qemu_build() {
+	ensure_backports
+	install_missing -t bookworm-backports -- meson python3-pycotap
+	install_missing -- ninja-build pkg-config libglib2.0-dev libfdt-dev device-tree-compiler \
+		flex bison python3-venv python3-distlib dpkg-dev xz-utils seabios qemu-system-data
+}
+
 main() {
 	# Everything goes to stderr: callers print their own results on stdout.
 	exec 1>&2
@@ -156,10 +167,13 @@ main() {
 		host) install_host ;;
 		kernel) install_kernel ;;
 		guest) install_guest ;;
-		all) install_host; install_kernel; install_guest ;;
-		*) die "unknown group '$w' (host, kernel, guest, all)" ;;
+		qemu-build) install_qemu_build ;;
+		all) install_host; install_kernel; install_guest; install_qemu_build ;;
+		*) die "unknown group '$w' (host, kernel, guest, qemu-build, all)" ;;
 		esac
 	done
 }
 
-main "$@"
+if [ "${BASH_SOURCE[0]}" = "$0" ]; then
+	main "$@"
+fi

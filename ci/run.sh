@@ -5,7 +5,8 @@
 #
 # Usage: ci/run.sh [SCENARIO...] [-- VUGPU-VM-OPTION...]
 #
-#   SCENARIO   smoke evict purge baseline qemu-builtin blob, or all
+#   SCENARIO   a name from "vugpu-vm list" (smoke evict purge baseline
+#              qemu-builtin blob blob-noswap reference fault-...), or all
 #              (default: evict)
 #   after --   extra options for "vugpu-vm run", e.g. -- --accel tcg --mem-mib 384
 #
@@ -57,12 +58,21 @@ case " ${SCENARIOS[*]} " in
 	UNPATCHED_ARGS=(--unpatched-kernel "$UNPATCHED")
 	;;
 esac
+QEMU_ARGS=()
+case " ${SCENARIOS[*]} " in
+*" blob"* | *" all "*)
+	QEMU_10_2=""
+	step "QEMU 10.2.2" build_artifact QEMU_10_2 $T 1800 ci/build-qemu.sh ||
+		die "QEMU 10.2.2 build failed (the blob scenarios need it)"
+	QEMU_ARGS=(--qemu-10-2 "$QEMU_10_2")
+	;;
+esac
 INITRD=""
 step "initramfs" build_artifact INITRD $T 900 ci/build-initramfs.sh --skip-deps || die "initramfs build failed"
 
 rc=0
 step "vugpu-vm run ${SCENARIOS[*]}" run "$TARGET_DIR/release/vugpu-vm" run "${SCENARIOS[@]}" \
-	--kernel "$KERNEL" "${UNPATCHED_ARGS[@]}" --initrd "$INITRD" \
+	--kernel "$KERNEL" "${UNPATCHED_ARGS[@]}" "${QEMU_ARGS[@]}" --initrd "$INITRD" \
 	--daemon "$TARGET_DIR/release/vhost-user-gpu" --run-dir "$RUN_DIR" "${EXTRA[@]}" || rc=$?
 step_report
 exit "$rc"

@@ -12,20 +12,23 @@
 #   5. cargo build --release -p vhost-user-gpu -p vugpu-vm-runner
 #   6. ci/build-guest-kernel.sh                 (patched)
 #   7. ci/build-guest-kernel.sh --unpatched     (baseline)
-#   8. ci/build-initramfs.sh
-#   9. guest-kernel-patches/tests/run-qemu.sh   in-guest shrinker subtests
+#   8. ci/build-qemu.sh                         QEMU 10.2.2 for blob, blob-noswap
+#                                               (if it fails, those scenarios fail)
+#   9. ci/build-initramfs.sh
+#  10. guest-kernel-patches/tests/run-qemu.sh   in-guest shrinker subtests
 #                                               (IGT style) on the patched kernel
-#  10. vugpu-vm run <scenarios>                 boots the guests
+#  11. vugpu-vm run <scenarios>                 boots the guests
 #
 # Environment:
-#   VUGPU_SCENARIOS   scenarios for step 9 (default: "smoke evict purge
-#                     baseline qemu-builtin blob", plus "reference" when QEMU's
-#                     own vhost-user-gpu daemon is installed (qemu-system-gui))
+#   VUGPU_SCENARIOS   scenarios for step 11 (default: "smoke evict purge
+#                     baseline qemu-builtin blob blob-noswap", plus "reference"
+#                     when QEMU's own vhost-user-gpu daemon is installed
+#                     (qemu-system-gui)); the fault-* scenarios are opt-in
 #   VUGPU_ACCEL       auto|tcg|kvm for vugpu-vm (default: auto)
 #   VUGPU_TIMEOUT     per-scenario guest deadline in seconds (default: 240)
 #   VUGPU_RUN_DIR     artifact directory (default: target/vugpu-runs/ci-<UTC time>)
 #   VUGPU_KERNEL_JOBS make -j for the kernel builds (default: nproc)
-#   VUGPU_KERNEL_SUBTESTS  ':'-separated subtests for step 9 (see
+#   VUGPU_KERNEL_SUBTESTS  ':'-separated subtests for step 10 (see
 #                     guest-kernel-patches/tests/shrink-test.c)
 set -euo pipefail
 
@@ -40,7 +43,7 @@ cd "$REPO_DIR"
 
 # QEMU's C vhost-user-gpu daemon, the reference backend for the kernel series.
 REFERENCE=$(dpkg -L qemu-system-gui 2>/dev/null | grep '/vhost-user-gpu$' | head -n 1 || :)
-DEFAULT_SCENARIOS="smoke evict purge baseline qemu-builtin blob"
+DEFAULT_SCENARIOS="smoke evict purge baseline qemu-builtin blob blob-noswap"
 [ -x "$REFERENCE" ] && DEFAULT_SCENARIOS="$DEFAULT_SCENARIOS reference"
 SCENARIOS=${VUGPU_SCENARIOS:-$DEFAULT_SCENARIOS}
 ACCEL=${VUGPU_ACCEL:-auto}
@@ -72,6 +75,11 @@ step "guest kernel (patched)" build_artifact KERNEL \
 	$T 1500 ci/build-guest-kernel.sh --jobs "$JOBS" || BUILD_OK=0
 step "guest kernel (unpatched)" build_artifact UNPATCHED \
 	$T 1500 ci/build-guest-kernel.sh --unpatched --jobs "$JOBS" || BUILD_OK=0
+# Only the blob scenarios need it: a failed build does not stop the others,
+# and without --qemu-10-2 the runner fails the blob scenarios.
+QEMU_10_2=""
+step "QEMU 10.2.2 (ci/build-qemu.sh)" build_artifact QEMU_10_2 \
+	$T 1800 ci/build-qemu.sh --jobs "$JOBS" || :
 INITRD=""
 step "initramfs" build_artifact INITRD $T 900 ci/build-initramfs.sh --skip-deps || BUILD_OK=0
 
@@ -94,6 +102,7 @@ if [ "$BUILD_OK" = 1 ]; then
 	OUTER=$((${#LIST[@]} * (TIMEOUT + 120) + 120))
 	REF_ARGS=()
 	[ -x "$REFERENCE" ] && REF_ARGS=(--reference-daemon "$REFERENCE")
+	[ -n "$QEMU_10_2" ] && REF_ARGS+=(--qemu-10-2 "$QEMU_10_2")
 	step "guest scenarios ($SCENARIOS)" run $T "$OUTER" "$TARGET_DIR/release/vugpu-vm" run "${LIST[@]}" \
 		--kernel "$KERNEL" --unpatched-kernel "$UNPATCHED" --initrd "$INITRD" \
 		--daemon "$TARGET_DIR/release/vhost-user-gpu" "${REF_ARGS[@]}" --accel "$ACCEL" \

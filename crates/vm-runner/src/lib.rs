@@ -8,6 +8,7 @@
 //! result-line parsing, verdicts, command lines) are unit-tested here; the
 //! orchestration lives in [`runner`].
 
+pub mod digest;
 pub mod error;
 pub mod guest;
 pub mod http;

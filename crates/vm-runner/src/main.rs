@@ -29,8 +29,8 @@ enum Cmd {
 
 #[derive(Debug, Args)]
 struct RunArgs {
-    /// Scenarios to run, in order: smoke, evict, purge, baseline,
-    /// qemu-builtin, blob, reference; `all` means the first six.
+    /// Scenarios to run, in order (`vugpu-vm list` shows them all); `all`
+    /// means smoke evict purge baseline qemu-builtin blob blob-noswap.
     #[arg(required = true, value_parser = parse_scenario)]
     scenarios: Vec<Vec<Scenario>>,
     /// Patched guest bzImage.
@@ -39,6 +39,10 @@ struct RunArgs {
     /// Unpatched guest bzImage (needed by baseline).
     #[arg(long)]
     unpatched_kernel: Option<PathBuf>,
+    /// Debug guest bzImage (ci/build-guest-kernel.sh --debug), for
+    /// scenarios that boot the debug kernel.
+    #[arg(long)]
+    debug_kernel: Option<PathBuf>,
     /// Initramfs with /init and vugpu-workload.
     #[arg(long)]
     initrd: PathBuf,
@@ -67,9 +71,18 @@ struct RunArgs {
     /// Deadline of the KVM probe boot, in seconds.
     #[arg(long, default_value_t = 20)]
     probe_timeout_secs: u64,
-    /// QEMU binary.
+    /// QEMU binary of the scenarios on the system QEMU.
     #[arg(long, default_value = "qemu-system-x86_64")]
     qemu: String,
+    /// QEMU 10.2.2 built by ci/build-qemu.sh (its last output line), for
+    /// the scenarios with vhost-user-test-device-pci (blob, blob-noswap);
+    /// without it they fail.
+    #[arg(long = "qemu-10-2", value_name = "PATH")]
+    qemu_10_2: Option<PathBuf>,
+    /// Do not start the daemon with --test-only-read-digest-log and skip
+    /// the host-side content check (for daemon builds without the option).
+    #[arg(long)]
+    no_content_check: bool,
     /// Print the daemon and QEMU command lines without running anything.
     #[arg(long)]
     dry_run: bool,
@@ -80,9 +93,15 @@ struct RunArgs {
 
 fn parse_scenario(text: &str) -> Result<Vec<Scenario>, String> {
     if text == "all" {
-        return Ok(Scenario::ALL.to_vec());
+        return Ok(Scenario::all());
     }
-    <Scenario as clap::ValueEnum>::from_str(text, false).map(|s| vec![s])
+    Scenario::by_name(text).map(|s| vec![s]).ok_or_else(|| {
+        let names: Vec<&str> = Scenario::every().map(Scenario::name).collect();
+        format!(
+            "unknown scenario {text:?}; known: {}, all",
+            names.join(", ")
+        )
+    })
 }
 
 /// Makes an existing path absolute so the printed commands work from any
@@ -115,6 +134,7 @@ fn config(args: Box<RunArgs>) -> Result<Config, String> {
         scenarios,
         kernel: absolute(args.kernel),
         unpatched_kernel: args.unpatched_kernel.map(absolute),
+        debug_kernel: args.debug_kernel.map(absolute),
         initrd: absolute(args.initrd),
         daemon: args.daemon.map(absolute),
         reference_daemon: args.reference_daemon.map(absolute),
@@ -125,6 +145,8 @@ fn config(args: Box<RunArgs>) -> Result<Config, String> {
         accel: args.accel,
         probe_timeout: Duration::from_secs(args.probe_timeout_secs),
         qemu: args.qemu,
+        qemu_10_2: args.qemu_10_2.map(absolute),
+        content_check: !args.no_content_check,
         dry_run: args.dry_run,
         strict: args.strict,
     })
@@ -135,8 +157,17 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let args = match cli.command {
         Cmd::List => {
-            for s in Scenario::ALL {
-                println!("{:<13} {}", s.name(), s.kernel_cmdline(None));
+            for s in Scenario::every() {
+                println!("{:<20} {}", s.name(), s.about);
+                println!(
+                    "{:<20} kernel {:?}, QEMU {:?}, device {}, daemon options {:?}",
+                    "",
+                    s.kernel,
+                    s.qemu,
+                    s.device.model(),
+                    s.daemon.map(|d| d.options).unwrap_or_default()
+                );
+                println!("{:<20} {}", "", s.kernel_cmdline(None));
             }
             return ExitCode::SUCCESS;
         }

@@ -56,6 +56,8 @@ pub struct QemuSpec {
     pub result: PathBuf,
     /// QMP unix socket path.
     pub qmp: PathBuf,
+    /// Firmware directories (`-L`), for a QEMU built without its blobs.
+    pub firmware_dirs: Vec<PathBuf>,
 }
 
 /// Escapes a value for a QEMU option list (commas are doubled).
@@ -73,6 +75,10 @@ pub fn qemu_command(spec: &QemuSpec) -> Vec<String> {
     let mut a: Vec<String> = vec![spec.qemu.clone()];
     let mut push = |items: &[&str]| a.extend(items.iter().map(|s| (*s).to_owned()));
     push(&["-nodefaults", "-no-user-config", "-display", "none"]);
+    for dir in &spec.firmware_dirs {
+        let dir = dir.display().to_string();
+        push(&["-L", &dir]);
+    }
     push(&["-no-reboot", "-action", "shutdown=pause"]);
     match spec.accel {
         Accel::Tcg => push(&["-accel", "tcg"]),
@@ -93,14 +99,16 @@ pub fn qemu_command(spec: &QemuSpec) -> Vec<String> {
             );
             push(&["-device", &dev]);
         }
-        Device::VhostUserGpu | Device::VhostUserDevice => {
+        Device::VhostUserGpu | Device::VhostUserVga | Device::VhostUserTestDevice => {
             let chardev = format!("socket,id=vgpu,path={}", opt_value(&spec.vhost_socket));
-            let device = if spec.device == Device::VhostUserGpu {
-                "vhost-user-gpu-pci,chardev=vgpu,queue_reset=off"
-            } else {
-                "vhost-user-device-pci,chardev=vgpu,virtio-id=16,num_vqs=2,config_size=16"
+            let device = match spec.device {
+                Device::VhostUserTestDevice => format!(
+                    "{},chardev=vgpu,virtio-id=16,num_vqs=2,config_size=16",
+                    spec.device.model()
+                ),
+                other => format!("{},chardev=vgpu,queue_reset=off", other.model()),
             };
-            push(&["-chardev", &chardev, "-device", device]);
+            push(&["-chardev", &chardev, "-device", &device]);
         }
     }
     if let Some(swap) = &spec.swap {
@@ -125,12 +133,14 @@ pub fn qemu_command(spec: &QemuSpec) -> Vec<String> {
     a
 }
 
-/// Builds the daemon argument vector (binary first).
+/// Builds the daemon argument vector (binary first): the common options,
+/// then the scenario's `options`, then the digest log if one is wanted.
 pub fn daemon_command(
     daemon: &Path,
     socket: &Path,
     metrics: &Path,
-    blob: bool,
+    options: &[&str],
+    digest_log: Option<&Path>,
     display: (u32, u32),
 ) -> Vec<String> {
     let mut a = vec![
@@ -144,8 +154,10 @@ pub fn daemon_command(
         "--metrics-listen".to_owned(),
         format!("unix:{}", metrics.display()),
     ];
-    if blob {
-        a.push("--blob".to_owned());
+    a.extend(options.iter().map(|o| (*o).to_owned()));
+    if let Some(log) = digest_log {
+        a.push("--test-only-read-digest-log".to_owned());
+        a.push(log.display().to_string());
     }
     a
 }
@@ -188,6 +200,7 @@ mod tests {
             console: PathBuf::from("/run/console.log"),
             result: PathBuf::from("/run/result.log"),
             qmp: PathBuf::from("/run/qmp.sock"),
+            firmware_dirs: Vec::new(),
         }
     }
 
@@ -209,21 +222,39 @@ mod tests {
     }
 
     #[test]
-    fn test_qemu_command_blob_uses_generic_device() {
-        let cmd = qemu_command(&spec(Device::VhostUserDevice));
+    fn test_qemu_command_test_device_uses_generic_device() {
+        let cmd = qemu_command(&spec(Device::VhostUserTestDevice));
 
-        assert!(cmd
-            .iter()
-            .any(|a| a.starts_with("vhost-user-device-pci,") && a.contains("virtio-id=16")));
+        assert!(cmd.contains(
+            &"vhost-user-test-device-pci,chardev=vgpu,virtio-id=16,num_vqs=2,config_size=16"
+                .to_owned()
+        ));
     }
 
     #[test]
-    fn test_daemon_command_blob_adds_flag() {
+    fn test_qemu_command_firmware_dirs_become_l_options() {
+        let mut s = spec(Device::VhostUserTestDevice);
+        s.firmware_dirs = vec![PathBuf::from("/usr/share/qemu"), PathBuf::from("/fw")];
+
+        let cmd = qemu_command(&s);
+
+        let l: Vec<&String> = cmd
+            .iter()
+            .zip(cmd.iter().skip(1))
+            .filter(|(a, _)| *a == "-L")
+            .map(|(_, b)| b)
+            .collect();
+        assert_eq!(l, ["/usr/share/qemu", "/fw"]);
+    }
+
+    #[test]
+    fn test_daemon_command_appends_options_and_digest_log() {
         let cmd = daemon_command(
             Path::new("/d"),
             Path::new("/s"),
             Path::new("/m"),
-            true,
+            &["--blob", "--no-blob-swap"],
+            Some(Path::new("/r/digests.jsonl")),
             (640, 480),
         );
 
@@ -239,7 +270,10 @@ mod tests {
                 "480",
                 "--metrics-listen",
                 "unix:/m",
-                "--blob"
+                "--blob",
+                "--no-blob-swap",
+                "--test-only-read-digest-log",
+                "/r/digests.jsonl"
             ]
         );
     }

@@ -8,7 +8,8 @@
 //! ```text
 //! <run-dir>/summary.json
 //! <run-dir>/<scenario>/{commands.txt,console.log,result.log,guest.json,
-//!                       daemon.log,qemu.log,metrics.prom,screen.ppm,verdict.json}
+//!                       daemon.log,qemu.log,metrics.prom,screen.ppm,
+//!                       device-digests.jsonl,verdict.json}
 //! ```
 
 use std::fs::{self, File, OpenOptions};
@@ -21,6 +22,7 @@ use std::time::{Duration, Instant};
 use log::{info, warn};
 use serde_json::Value;
 
+use crate::digest::{self, DeviceRead};
 use crate::error::{fs_err, Error};
 use crate::guest::{parse_result_log, GuestOutput};
 use crate::http::scrape_unix;
@@ -29,18 +31,19 @@ use crate::process::{describe, Proc, Stopped};
 use crate::prom::Metrics;
 use crate::qemu::{daemon_command, qemu_command, shell_line, Accel, QemuSpec};
 use crate::qmp::Qmp;
-use crate::scenario::{Device, KernelKind, Scenario};
+use crate::scenario::{DaemonKind, Device, KernelKind, QemuKind, Scenario, VerdictKind};
 use crate::summary::{Figures, ScenarioSummary, Summary};
-use crate::verdict::{self, Evidence, Outcome, PressureKind, ScreenCheck, Verdict};
+use crate::verdict::{self, Evidence, Outcome, ScreenCheck, Verdict};
 
 /// How long the daemon may take to create its socket.
 const DAEMON_START: Duration = Duration::from_secs(15);
 /// How long the guest may take to power off after its status line.
 const GUEST_POWEROFF: Duration = Duration::from_secs(20);
-/// How long the daemon may take to exit after QEMU disconnected and it got
-/// SIGTERM (ours keeps serving a --socket-path after a disconnect; QEMU's C
-/// daemon exits by itself).
+/// How long the daemon may take to exit on SIGTERM.
 const DAEMON_EXIT: Duration = Duration::from_secs(15);
+/// How long a single-connection daemon may take to exit by itself after
+/// QEMU disconnected, before it gets SIGTERM.
+const DAEMON_EXIT_BY_ITSELF: Duration = Duration::from_secs(3);
 /// SIGTERM-to-SIGKILL grace period.
 const GRACE: Duration = Duration::from_secs(10);
 /// Timeout of one QMP or metrics request.
@@ -52,6 +55,10 @@ const POLL: Duration = Duration::from_millis(200);
 pub const DISPLAY: (u32, u32) = (1280, 800);
 /// Longest unix socket path (sun_path is 108 bytes with the NUL).
 const MAX_SOCKET_PATH: usize = 107;
+/// Debian's firmware directories (packages qemu-system-data and seabios),
+/// passed with `-L` to the QEMU built by `ci/build-qemu.sh`, whose +ds
+/// source has no firmware blobs.
+pub const DEBIAN_FIRMWARE_DIRS: [&str; 2] = ["/usr/share/qemu", "/usr/share/seabios"];
 
 /// Accelerator selection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -73,6 +80,8 @@ pub struct Config {
     pub kernel: PathBuf,
     /// Unpatched bzImage (baseline).
     pub unpatched_kernel: Option<PathBuf>,
+    /// Debug bzImage (lockdep, KASAN; scenarios with the debug kernel).
+    pub debug_kernel: Option<PathBuf>,
     /// Initramfs with /init and the workload.
     pub initrd: PathBuf,
     /// The vhost-user-gpu daemon binary.
@@ -91,8 +100,15 @@ pub struct Config {
     pub accel: AccelChoice,
     /// Deadline of the KVM probe boot.
     pub probe_timeout: Duration,
-    /// QEMU binary.
+    /// QEMU binary of the scenarios on the system QEMU.
     pub qemu: String,
+    /// The QEMU 10.2.2 of `ci/build-qemu.sh`, for the scenarios that need
+    /// `vhost-user-test-device-pci`.
+    pub qemu_10_2: Option<PathBuf>,
+    /// Compare the device's reads with the workload's digests where the
+    /// scenario asks for it (off only for daemons without
+    /// `--test-only-read-digest-log`).
+    pub content_check: bool,
     /// Print the commands only.
     pub dry_run: bool,
     /// Count skipped scenarios as failures.
@@ -109,15 +125,20 @@ impl Config {
             return Err(Error::Config("no scenario given".to_owned()));
         }
         let mut inputs = vec![("--kernel", &self.kernel), ("--initrd", &self.initrd)];
-        if self
-            .scenarios
-            .iter()
-            .any(|s| s.kernel() == KernelKind::Unpatched)
-        {
-            let k = self.unpatched_kernel.as_ref().ok_or_else(|| {
-                Error::Config("the baseline scenario needs --unpatched-kernel".to_owned())
-            })?;
-            inputs.push(("--unpatched-kernel", k));
+        for (kind, flag, k) in [
+            (
+                KernelKind::Unpatched,
+                "--unpatched-kernel",
+                &self.unpatched_kernel,
+            ),
+            (KernelKind::Debug, "--debug-kernel", &self.debug_kernel),
+        ] {
+            if let Some(s) = self.scenarios.iter().find(|s| s.kernel == kind) {
+                let k = k.as_ref().ok_or_else(|| {
+                    Error::Config(format!("the {} scenario needs {flag}", s.name()))
+                })?;
+                inputs.push((flag, k));
+            }
         }
         if self.scenarios.iter().any(|s| s.reference_daemon()) {
             let d = self.reference_daemon.as_ref().ok_or_else(|| {
@@ -125,11 +146,7 @@ impl Config {
             })?;
             inputs.push(("--reference-daemon", d));
         }
-        if self
-            .scenarios
-            .iter()
-            .any(|s| s.needs_daemon() && !s.reference_daemon())
-        {
+        if self.scenarios.iter().any(|s| s.our_daemon()) {
             let d = self.daemon.as_ref().ok_or_else(|| {
                 Error::Config("scenarios with the daemon need --daemon".to_owned())
             })?;
@@ -159,9 +176,23 @@ impl Config {
     }
 
     fn kernel_for(&self, s: Scenario) -> &Path {
-        match (s.kernel(), &self.unpatched_kernel) {
-            (KernelKind::Unpatched, Some(k)) => k,
+        match (s.kernel, &self.unpatched_kernel, &self.debug_kernel) {
+            (KernelKind::Unpatched, Some(k), _) | (KernelKind::Debug, _, Some(k)) => k,
             _ => &self.kernel,
+        }
+    }
+
+    /// The QEMU binary of scenario `s`, or why there is none.
+    fn qemu_for(&self, s: Scenario) -> Result<String, String> {
+        match (s.qemu, &self.qemu_10_2) {
+            (QemuKind::System, _) => Ok(self.qemu.clone()),
+            (QemuKind::Qemu10_2, Some(q)) => Ok(q.display().to_string()),
+            (QemuKind::Qemu10_2, None) => Err(format!(
+                "scenario {} needs QEMU 10.2.2 ({}): pass --qemu-10-2 with the binary \
+                 ci/build-qemu.sh prints",
+                s.name(),
+                s.device.model()
+            )),
         }
     }
 }
@@ -176,6 +207,7 @@ struct Paths {
     vhost: PathBuf,
     metrics_sock: PathBuf,
     swap: PathBuf,
+    digests: PathBuf,
 }
 
 impl Paths {
@@ -188,6 +220,7 @@ impl Paths {
             vhost: dir.join("vhost-user-gpu.sock"),
             metrics_sock: dir.join("metrics.sock"),
             swap: dir.join("swap.img"),
+            digests: dir.join("device-digests.jsonl"),
             dir,
         }
     }
@@ -203,6 +236,7 @@ impl Paths {
             &self.vhost,
             &self.metrics_sock,
             &self.swap,
+            &self.digests,
         ] {
             match fs::remove_file(stale) {
                 Ok(()) => {}
@@ -239,6 +273,7 @@ struct Collected {
     metrics: Option<Metrics>,
     screen: Option<Result<ScreenCheck, String>>,
     console_oom: Option<String>,
+    device_reads: Option<Result<Vec<DeviceRead>, String>>,
 }
 
 /// Why the wait for the guest ended.
@@ -363,6 +398,80 @@ fn console_fatal(console: &str) -> Option<String> {
         .map(|l| l.trim_end_matches('\r').trim().to_owned())
 }
 
+/// `VIRTIO_GPU_F_BLOB_SWAP`: the experimental device feature bit that lets
+/// the guest evict guest blobs (DESIGN 4.5).
+pub const VIRTIO_GPU_F_BLOB_SWAP: u32 = 23;
+
+/// The last feature set the daemon logged as acked by the driver
+/// (`driver acked features 0x...`), if any.
+fn acked_features(daemon_log: &str) -> Option<u64> {
+    daemon_log
+        .lines()
+        .rev()
+        .filter_map(|l| l.split("driver acked features 0x").nth(1))
+        .find_map(|rest| {
+            let hex: String = rest.chars().take_while(char::is_ascii_hexdigit).collect();
+            u64::from_str_radix(&hex, 16).ok()
+        })
+}
+
+/// Notes whether blob swap was negotiated and fails a scenario whose table
+/// entry says what it must be.
+fn check_blob_swap(s: Scenario, acked: Option<u64>, h: &mut Harness) {
+    let Some(features) = acked else {
+        if s.expect_blob_swap.is_some() {
+            h.fail("the daemon log has no acked feature set to check blob swap in".to_owned());
+        }
+        return;
+    };
+    let swap = features & (1 << VIRTIO_GPU_F_BLOB_SWAP) != 0;
+    h.notes.push(format!(
+        "driver acked features {features:#x}: blob swap (bit {VIRTIO_GPU_F_BLOB_SWAP}) {}",
+        if swap { "negotiated" } else { "not negotiated" }
+    ));
+    if let Some(want) = s.expect_blob_swap {
+        if want != swap {
+            h.fail(format!(
+                "blob swap (bit {VIRTIO_GPU_F_BLOB_SWAP}) {} but scenario {} needs it {}",
+                if swap { "negotiated" } else { "not negotiated" },
+                s.name(),
+                if want { "negotiated" } else { "off" }
+            ));
+        }
+    }
+}
+
+/// Console markers of kernel self-checks that fail every scenario: lockdep
+/// reports, KASAN, WARN()/BUG(), sleeping in atomic context, RCU and hung
+/// task reports. ("KernelAddressSanitizer initialized" at boot does not
+/// match.)
+const CONSOLE_PROBLEMS: [&str; 8] = [
+    "WARNING:",
+    "BUG:",
+    "KASAN:",
+    "sleeping function called from invalid context",
+    "possible circular locking dependency",
+    "inconsistent lock state",
+    "suspicious RCU usage",
+    "blocked for more than",
+];
+
+/// The console lines matching [`CONSOLE_PROBLEMS`] (at most `max`) and
+/// how many there were.
+fn console_problems(console: &str, max: usize) -> (Vec<String>, usize) {
+    let mut lines = Vec::new();
+    let mut n = 0;
+    for l in console.lines() {
+        if CONSOLE_PROBLEMS.iter().any(|p| l.contains(p)) {
+            n += 1;
+            if lines.len() < max {
+                lines.push(l.trim_end_matches('\r').trim().to_owned());
+            }
+        }
+    }
+    (lines, n)
+}
+
 /// The guest watchdog: fires well before the host deadline so that a stuck
 /// workload is reported by the guest (with its counters) rather than only
 /// by the host timeout.
@@ -372,10 +481,22 @@ fn guest_timeout(host: Duration) -> Option<u64> {
     (secs > margin + 10).then(|| secs - margin)
 }
 
-/// Builds the QEMU spec for `scenario` on `accel`.
-fn qemu_spec(cfg: &Config, s: Scenario, device: Device, accel: Accel, paths: &Paths) -> QemuSpec {
+/// Builds the QEMU spec for `scenario` on `accel` with the QEMU binary
+/// `qemu`.
+fn qemu_spec(
+    cfg: &Config,
+    s: Scenario,
+    device: Device,
+    accel: Accel,
+    paths: &Paths,
+    qemu: String,
+) -> QemuSpec {
+    let firmware_dirs = match s.qemu {
+        QemuKind::System => Vec::new(),
+        QemuKind::Qemu10_2 => DEBIAN_FIRMWARE_DIRS.iter().map(PathBuf::from).collect(),
+    };
     QemuSpec {
-        qemu: cfg.qemu.clone(),
+        qemu,
         accel,
         mem_mib: cfg.mem_mib,
         smp: cfg.smp,
@@ -388,12 +509,16 @@ fn qemu_spec(cfg: &Config, s: Scenario, device: Device, accel: Accel, paths: &Pa
         console: paths.console.clone(),
         result: paths.result.clone(),
         qmp: paths.qmp.clone(),
+        firmware_dirs,
     }
 }
 
 /// The daemon command line of scenario `s`.
 fn daemon_words(cfg: &Config, s: Scenario, paths: &Paths) -> Result<Vec<String>, Error> {
-    if s.reference_daemon() {
+    let spec = s
+        .daemon
+        .ok_or_else(|| Error::Config(format!("scenario {} has no daemon", s.name())))?;
+    if spec.kind == DaemonKind::Reference {
         let bin = cfg
             .reference_daemon
             .as_ref()
@@ -408,11 +533,13 @@ fn daemon_words(cfg: &Config, s: Scenario, paths: &Paths) -> Result<Vec<String>,
         .daemon
         .as_ref()
         .ok_or_else(|| Error::Config("--daemon missing".to_owned()))?;
+    let digests = (cfg.content_check && spec.content_check).then_some(paths.digests.as_path());
     Ok(daemon_command(
         bin,
         &paths.vhost,
         &paths.metrics_sock,
-        s == Scenario::Blob,
+        spec.options,
+        digests,
         DISPLAY,
     ))
 }
@@ -423,6 +550,7 @@ fn execute(
     cfg: &Config,
     s: Scenario,
     accel: Accel,
+    qemu_bin: String,
     paths: &Paths,
     h: &mut Harness,
 ) -> Result<Collected, Error> {
@@ -450,7 +578,7 @@ fn execute(
         daemon = Some(d);
     }
 
-    let words = qemu_command(&qemu_spec(cfg, s, s.device(), accel, paths));
+    let words = qemu_command(&qemu_spec(cfg, s, s.device, accel, paths, qemu_bin));
     record_command(paths, &words, "")?;
     let qemu_log = paths.file("qemu.log");
     let mut qemu = spawn("qemu", &words, &qemu_log, &[])?;
@@ -477,7 +605,7 @@ fn execute(
         if now >= next_poll {
             next_poll = now + Duration::from_secs(1);
             match qmp_status(&mut qmp, &paths.qmp).as_deref() {
-                Some("running") if s == Scenario::Smoke => screen.grab(&mut qmp, paths),
+                Some("running") if s.screendump => screen.grab(&mut qmp, paths),
                 None | Some("running" | "prelaunch" | "inmigrate" | "debug") => {}
                 Some(other) => break Ending::GuestStopped(other.to_owned()),
             }
@@ -489,10 +617,10 @@ fn execute(
     };
     info!("{}: wait ended: {ending:?}", s.name());
 
-    if matches!(ending, Ending::Status) && s == Scenario::Smoke {
+    if matches!(ending, Ending::Status) && s.screendump {
         screen.grab(&mut qmp, paths);
     }
-    if s == Scenario::Smoke {
+    if s.screendump {
         out.screen = Some(screen.result());
     }
 
@@ -518,9 +646,8 @@ fn execute(
         }
     }
 
-    // Scrape the daemon before QEMU goes away (its device goes with the
-    // connection).
-    if let Some(d) = daemon.as_mut().filter(|_| !s.reference_daemon()) {
+    // Scrape the daemon before QEMU goes away (it exits on disconnect).
+    if let Some(d) = daemon.as_mut().filter(|_| s.our_daemon()) {
         if d.try_wait().is_none() {
             match scrape_with_retry(&paths.metrics_sock) {
                 Ok(text) => {
@@ -560,22 +687,33 @@ fn execute(
                 describe(st),
                 tail(&daemon_log, 3)
             )),
-            _ => match d.stop(DAEMON_EXIT) {
-                Stopped::AlreadyExited(st) | Stopped::Terminated(st) if st.success() => {}
-                Stopped::AlreadyExited(st) | Stopped::Terminated(st) => h.fail(format!(
+            // A daemon serving one connection exits when QEMU disconnects;
+            // one that waits for the next frontend (--socket-path in newer
+            // builds) must stop cleanly on SIGTERM.
+            _ => match d.wait_timeout(DAEMON_EXIT_BY_ITSELF) {
+                Some(st) if st.success() => {}
+                Some(st) => h.fail(format!(
                     "daemon exited with {} after QEMU disconnected: {}",
                     describe(st),
                     tail(&daemon_log, 3)
                 )),
-                Stopped::Killed(_) | Stopped::Unreaped => h.fail(format!(
-                    "daemon ignored SIGTERM for {} s after QEMU exited and was killed",
-                    DAEMON_EXIT.as_secs()
-                )),
+                None => match d.stop(DAEMON_EXIT) {
+                    Stopped::Terminated(st) | Stopped::AlreadyExited(st) if st.success() => {}
+                    st => h.fail(format!(
+                        "daemon did not exit cleanly on SIGTERM after QEMU exited: {}: {}",
+                        st.status()
+                            .map_or_else(|| "not reaped".to_owned(), describe),
+                        tail(&daemon_log, 3)
+                    )),
+                },
             },
         }
         let log = read_lossy(&daemon_log);
         if let Some(line) = log.lines().find(|l| l.contains("panicked")) {
             h.fail(format!("daemon panicked: {}", line.trim()));
+        }
+        if s.our_daemon() {
+            check_blob_swap(s, acked_features(&log), h);
         }
     }
 
@@ -592,18 +730,27 @@ fn execute(
     out.console_oom = console_oom(&console);
     // The unpatched baseline may legitimately end in an OOM panic; its
     // verdict judges that. Everywhere else a panic or a silent stop fails.
-    let oom_expected = s == Scenario::Baseline && out.console_oom.is_some();
+    let oom_expected = s.oom_panic_expected && out.console_oom.is_some();
     if let Some(line) = console_fatal(&console) {
-        if oom_expected {
+        if oom_expected && line.contains("Kernel panic") {
             h.notes.push(format!("guest kernel: {line}"));
         } else {
             h.fail(format!("guest kernel: {line}"));
         }
     }
-    let warnings = console.lines().filter(|l| l.contains("WARNING:")).count();
-    if warnings > 0 {
-        h.notes
-            .push(format!("guest console has {warnings} WARNING lines"));
+    let (problems, n) = console_problems(&console, 3);
+    if n > 0 {
+        h.fail(format!(
+            "guest console has {n} lockdep/KASAN/WARN/BUG/atomic-sleep/hung-task lines: {}",
+            problems.join(" | ")
+        ));
+    }
+    if s.content_check() && cfg.content_check {
+        out.device_reads = Some(
+            fs::read_to_string(&paths.digests)
+                .map_err(|e| format!("no device digest log {}: {e}", paths.digests.display()))
+                .and_then(|text| digest::parse_log(&text)),
+        );
     }
     match ending {
         Ending::Status | Ending::QemuExited | Ending::DaemonExited(_) => {}
@@ -688,7 +835,7 @@ fn scrape_with_retry(sock: &Path) -> Result<String, Error> {
 }
 
 /// Judges the collected evidence.
-fn judge(s: Scenario, c: &Collected) -> Verdict {
+fn judge(s: Scenario, c: &Collected, content_check: bool) -> Verdict {
     let report = c.guest.result.as_ref().map(|r| match r {
         Ok(v) => Ok(v),
         Err(e) => Err(e.as_str()),
@@ -697,21 +844,45 @@ fn judge(s: Scenario, c: &Collected) -> Verdict {
         Ok(v) => Ok(v),
         Err(e) => Err(e.as_str()),
     });
+    let device_reads = c.device_reads.as_ref().map(|r| match r {
+        Ok(v) => Ok(v.as_slice()),
+        Err(e) => Err(e.as_str()),
+    });
     let ev = Evidence {
         status: c.guest.status.as_ref(),
         report,
         metrics: c.metrics.as_ref(),
         screen,
         console_oom: c.console_oom.as_deref(),
+        device_reads,
     };
-    match s {
-        Scenario::Smoke => verdict::smoke(&ev, DISPLAY),
-        Scenario::Evict => verdict::evict(&ev, PressureKind::TwoD),
-        Scenario::Blob => verdict::evict(&ev, PressureKind::Blob),
-        Scenario::Purge => verdict::purge(&ev),
-        Scenario::Baseline => verdict::baseline(&ev),
-        Scenario::QemuBuiltin | Scenario::Reference => verdict::qemu_builtin(&ev),
+    let mut v = match s.verdict {
+        VerdictKind::Smoke => verdict::smoke(&ev, DISPLAY),
+        VerdictKind::Evict {
+            pressure,
+            host: true,
+        } => verdict::evict(&ev, pressure),
+        VerdictKind::Evict {
+            pressure,
+            host: false,
+        } => verdict::guest_only(&ev, pressure),
+        VerdictKind::Purge => verdict::purge(&ev),
+        VerdictKind::Baseline => verdict::baseline(&ev),
+        VerdictKind::BlobNoSwap => verdict::blob_noswap(&ev),
+        VerdictKind::Fault { fault } => verdict::fault(&ev, fault),
+    };
+    if s.content_check() {
+        if content_check {
+            verdict::content(&mut v, &ev);
+        } else {
+            v.notes
+                .push("host content check off (--no-content-check)".to_owned());
+        }
     }
+    if let Some(max) = s.max_workload_secs {
+        verdict::time_bound(&mut v, &ev, max);
+    }
+    v
 }
 
 /// Asks QEMU whether it lets users create the device model `name`
@@ -732,21 +903,21 @@ fn device_listed(help: &str, name: &str) -> bool {
         .any(|l| l.split(',').next().is_some_and(|first| first == quoted))
 }
 
-/// Why `s` cannot run with this QEMU, if it cannot.
-fn unsupported(cfg: &Config, s: Scenario) -> Option<String> {
-    if s.device() != Device::VhostUserDevice {
-        return None;
+/// The QEMU binary for `s`, or why `s` cannot run (a failure, not a skip:
+/// `ci/build-qemu.sh` provides the QEMU these scenarios need).
+fn qemu_for_scenario(cfg: &Config, s: Scenario) -> Result<String, String> {
+    let qemu = cfg.qemu_for(s)?;
+    if s.qemu == QemuKind::System || cfg.dry_run {
+        return Ok(qemu);
     }
-    let name = "vhost-user-device-pci";
-    match qemu_has_device(&cfg.qemu, name) {
-        Ok(true) => None,
-        Ok(false) => Some(format!(
-            "SKIPPED: {} does not offer the user-creatable {name} this scenario needs \
-             (vhost-user-gpu-pci masks VIRTIO_GPU_F_RESOURCE_BLOB, so guest blobs cannot \
-             reach the daemon through it)",
-            cfg.qemu
+    let name = s.device.model();
+    match qemu_has_device(&qemu, name) {
+        Ok(true) => Ok(qemu),
+        Ok(false) => Err(format!(
+            "{qemu} does not offer the user-creatable {name} scenario {} needs",
+            s.name()
         )),
-        Err(e) => Some(format!("SKIPPED: {e}")),
+        Err(e) => Err(e),
     }
 }
 
@@ -756,23 +927,30 @@ fn run_scenario(cfg: &Config, s: Scenario, accel: Accel) -> ScenarioSummary {
     let paths = Paths::new(cfg.run_dir.join(s.name()));
     eprintln!("vugpu-vm: === scenario {} ({}) ===", s.name(), accel.name());
     let mut h = Harness::default();
-    let skip = unsupported(cfg, s);
-    let collected = match &skip {
-        Some(reason) => {
-            eprintln!("vugpu-vm: {reason}");
-            Collected::default()
+    let qemu = qemu_for_scenario(cfg, s);
+    let collected = match qemu {
+        Err(reason) => {
+            h.fail(reason);
+            None
         }
-        None => match execute(cfg, s, accel, &paths, &mut h) {
-            Ok(c) => c,
+        Ok(qemu) => match execute(cfg, s, accel, qemu, &paths, &mut h) {
+            Ok(c) => Some(c),
             Err(e) => {
                 h.fail(format!("harness error: {}", error_chain(&e)));
-                Collected::default()
+                Some(Collected::default())
             }
         },
     };
-    let mut verdict = match skip {
-        Some(reason) => Verdict::skipped(reason),
-        None => judge(s, &collected),
+    let ran = collected.is_some();
+    let collected = collected.unwrap_or_default();
+    let mut verdict = if ran {
+        judge(s, &collected, cfg.content_check)
+    } else {
+        Verdict {
+            outcome: Outcome::Fail,
+            failures: Vec::new(),
+            notes: Vec::new(),
+        }
     };
     for f in h.failures {
         verdict.fail(f);
@@ -832,7 +1010,16 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
 fn probe_kvm(cfg: &Config) -> Result<bool, Error> {
     let paths = Paths::new(cfg.run_dir.join("kvm-probe"));
     paths.prepare()?;
-    let mut spec = qemu_spec(cfg, Scenario::Smoke, Device::Builtin, Accel::Kvm, &paths);
+    let smoke = Scenario::by_name("smoke")
+        .ok_or_else(|| Error::Config("no smoke scenario in the table".to_owned()))?;
+    let mut spec = qemu_spec(
+        cfg,
+        smoke,
+        Device::Builtin,
+        Accel::Kvm,
+        &paths,
+        cfg.qemu.clone(),
+    );
     spec.swap = None;
     let words = qemu_command(&spec);
     record_command(&paths, &words, "")?;
@@ -914,9 +1101,12 @@ pub fn run(cfg: &Config) -> Result<Option<Summary>, Error> {
                 let words = daemon_words(cfg, s, &paths)?;
                 println!("RUST_LOG=info {} &", shell_line(&words));
             }
+            let qemu = cfg.qemu_for(s).unwrap_or_else(|e| format!("<{e}>"));
             println!(
                 "{}",
-                shell_line(&qemu_command(&qemu_spec(cfg, s, s.device(), accel, &paths)))
+                shell_line(&qemu_command(&qemu_spec(
+                    cfg, s, s.device, accel, &paths, qemu
+                )))
             );
         }
         return Ok(None);
@@ -992,11 +1182,60 @@ mod tests {
     }
 
     #[test]
-    fn test_validate_baseline_without_unpatched_kernel_fails() {
-        let cfg = Config {
-            scenarios: vec![Scenario::Baseline],
+    fn test_console_problems_finds_lockdep_and_kasan_not_kasan_init() {
+        let console = "[0.0] KernelAddressSanitizer initialized (generic)\n\
+                       [5.0] WARNING: possible circular locking dependency detected\n\
+                       [6.0] BUG: KASAN: use-after-free in virtio_gpu_x\n";
+
+        let (lines, n) = console_problems(console, 1);
+
+        assert_eq!(n, 2);
+        assert_eq!(
+            lines,
+            ["[5.0] WARNING: possible circular locking dependency detected"]
+        );
+    }
+
+    #[test]
+    fn test_acked_features_takes_the_last_logged_set() {
+        let log = "x INFO vhost-user-gpu: driver acked features 0x1000000000e\n\
+                   x INFO vhost-user-gpu: driver acked features 0x10170800000e\n";
+
+        assert_eq!(acked_features(log), Some(0x1017_0800_000e));
+    }
+
+    #[test]
+    fn test_check_blob_swap_negotiated_against_noswap_fails() {
+        let noswap = Scenario::by_name("blob-noswap").expect("blob-noswap exists");
+        let mut h = Harness::default();
+
+        check_blob_swap(noswap, Some(1 << 23 | 0xe), &mut h);
+
+        assert_eq!(h.failures.len(), 1, "{:?}", h.failures);
+    }
+
+    #[test]
+    fn test_console_problems_atomic_sleep_is_found() {
+        let console = "[1.0] BUG: sleeping function called from invalid context at mm/x.c:1\n";
+
+        let (_, n) = console_problems(console, 3);
+
+        assert_eq!(n, 1);
+    }
+
+    #[test]
+    fn test_console_problems_clean_boot_has_none() {
+        let (_, n) = console_problems("[0.1] Linux version 6.12\n[0.2] Run /init\n", 3);
+
+        assert_eq!(n, 0);
+    }
+
+    fn config(scenarios: Vec<Scenario>) -> Config {
+        Config {
+            scenarios,
             kernel: PathBuf::from("k"),
             unpatched_kernel: None,
+            debug_kernel: None,
             initrd: PathBuf::from("i"),
             daemon: Some(PathBuf::from("d")),
             reference_daemon: None,
@@ -1007,6 +1246,51 @@ mod tests {
             accel: AccelChoice::Tcg,
             probe_timeout: Duration::from_secs(1),
             qemu: "qemu".to_owned(),
+            qemu_10_2: None,
+            content_check: true,
+            dry_run: true,
+            strict: false,
+        }
+    }
+
+    #[test]
+    fn test_qemu_for_blob_without_qemu_10_2_is_an_error() {
+        let blob = Scenario::by_name("blob").expect("blob exists");
+        let cfg = config(vec![blob]);
+
+        let q = cfg.qemu_for(blob);
+
+        assert!(q.is_err_and(|e| e.contains("--qemu-10-2")));
+    }
+
+    #[test]
+    fn test_qemu_for_evict_uses_system_qemu() {
+        let evict = Scenario::by_name("evict").expect("evict exists");
+        let mut cfg = config(vec![evict]);
+        cfg.qemu_10_2 = Some(PathBuf::from("/q/qemu-system-x86_64"));
+
+        assert_eq!(cfg.qemu_for(evict).as_deref(), Ok("qemu"));
+    }
+
+    #[test]
+    fn test_validate_baseline_without_unpatched_kernel_fails() {
+        let cfg = Config {
+            scenarios: vec![Scenario::by_name("baseline").expect("baseline exists")],
+            kernel: PathBuf::from("k"),
+            unpatched_kernel: None,
+            debug_kernel: None,
+            initrd: PathBuf::from("i"),
+            daemon: Some(PathBuf::from("d")),
+            reference_daemon: None,
+            run_dir: PathBuf::from("r"),
+            timeout: Duration::from_secs(1),
+            mem_mib: 256,
+            smp: 1,
+            accel: AccelChoice::Tcg,
+            probe_timeout: Duration::from_secs(1),
+            qemu: "qemu".to_owned(),
+            qemu_10_2: None,
+            content_check: true,
             dry_run: true,
             strict: false,
         };

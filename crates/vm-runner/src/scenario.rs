@@ -1,15 +1,18 @@
-//! The end-to-end scenarios: which kernel, which device, which workload
-//! arguments, which verdict.
+//! The end-to-end scenarios as data: which kernel, which QEMU and device,
+//! which daemon with which options, which workload arguments, which host
+//! probes and which verdict. A new scenario is a new entry in [`TABLE`]; the
+//! runner has no per-scenario branches.
 
-use clap::ValueEnum;
-use serde::Serialize;
+use std::fmt;
+
+use serde::{Serialize, Serializer};
 
 /// Arguments of the memory-pressure workload shared by every scenario that
 /// runs it: 2D objects of 4 MiB totalling 1.5x guest RAM, none marked
 /// DONTNEED (purge overrides that; the workload lets the last value of a
 /// repeated option win). Every value is explicit so that a change of the
 /// workload's defaults cannot silently change a scenario.
-const PRESSURE_ARGS: [&str; 8] = [
+const PRESSURE_2D: &[&str] = &[
     "--kind",
     "2d",
     "--total-ram-ratio",
@@ -20,156 +23,524 @@ const PRESSURE_ARGS: [&str; 8] = [
     "0",
 ];
 
-/// One end-to-end scenario.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, ValueEnum, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Scenario {
-    /// Boot, draw the console through the daemon, screendump it.
-    Smoke,
-    /// Patched kernel, daemon, 2D objects 1.5x RAM: evict and swap back in.
-    Evict,
-    /// As `evict`, every second object marked DONTNEED: purge.
-    Purge,
-    /// The evict workload without madvise on the unpatched kernel: record
-    /// the OOM kill or allocation failure.
-    Baseline,
-    /// The evict workload on QEMU's built-in virtio-gpu-pci (no daemon).
-    QemuBuiltin,
-    /// Guest blobs through vhost-user-device-pci, daemon `--blob`.
-    Blob,
-    /// The evict workload against QEMU's own vhost-user-gpu daemon (the
-    /// C reference backend, `--reference-daemon`): guest-side checks only.
-    /// Not part of `all`.
-    Reference,
-}
+/// The pressure workload with guest blobs of 3 MiB: 1024x768 pixels of 4
+/// bytes, exactly the scanout the workload sets on the CRTC, so the device
+/// reads every byte of a blob on each scanout and flush.
+const PRESSURE_BLOB: &[&str] = &[
+    "--kind",
+    "blob",
+    "--total-ram-ratio",
+    "1.5",
+    "--object-mib",
+    "3",
+    "--dontneed-every",
+    "0",
+];
 
 /// Which guest kernel a scenario boots.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum KernelKind {
-    /// The kernel with the shrinker series.
+    /// The kernel with the shrinker series (`--kernel`).
     Patched,
-    /// The same kernel without the series.
+    /// The same kernel without the series (`--unpatched-kernel`).
     Unpatched,
+    /// The patched kernel with lockdep, KASAN and friends (`--debug-kernel`).
+    Debug,
+}
+
+/// Which QEMU binary a scenario runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum QemuKind {
+    /// The system QEMU (`--qemu`, Debian's 10.0.2 from bookworm-backports).
+    System,
+    /// The one-target QEMU 10.2.2 of `ci/build-qemu.sh` (`--qemu-10-2`),
+    /// whose `vhost-user-test-device-pci` passes the backend's feature bits
+    /// (blob included) through.
+    Qemu10_2,
 }
 
 /// How the GPU is attached to the guest.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Device {
-    /// `vhost-user-gpu-pci` talking to the daemon (with display).
+    /// `vhost-user-gpu-pci` talking to a daemon (QEMU relays the display).
     VhostUserGpu,
-    /// `vhost-user-device-pci` (virtio-id 16) talking to the daemon with
-    /// `--blob`: the backend's features, including blobs, reach the guest.
-    VhostUserDevice,
+    /// `vhost-user-vga` talking to a daemon (libvirt's primary vhostuser
+    /// video on q35).
+    VhostUserVga,
+    /// `vhost-user-test-device-pci` (virtio-id 16) talking to the daemon:
+    /// QEMU adds no features and no display, the backend's features
+    /// (RESOURCE_BLOB, blob swap) reach the guest verbatim. QEMU >= 10.2.
+    VhostUserTestDevice,
     /// QEMU's own `virtio-gpu-pci`.
     Builtin,
 }
 
-impl Scenario {
-    /// Every scenario, in the order CI runs them.
-    pub const ALL: [Scenario; 6] = [
-        Scenario::Smoke,
-        Scenario::Evict,
-        Scenario::Purge,
-        Scenario::Baseline,
-        Scenario::QemuBuiltin,
-        Scenario::Blob,
-    ];
-
-    /// The name used on the command line, the kernel command line and in
-    /// reports.
-    pub fn name(self) -> &'static str {
+impl Device {
+    /// The QEMU device model name.
+    pub fn model(self) -> &'static str {
         match self {
-            Self::Smoke => "smoke",
-            Self::Evict => "evict",
-            Self::Purge => "purge",
-            Self::Baseline => "baseline",
-            Self::QemuBuiltin => "qemu-builtin",
+            Self::VhostUserGpu => "vhost-user-gpu-pci",
+            Self::VhostUserVga => "vhost-user-vga",
+            Self::VhostUserTestDevice => "vhost-user-test-device-pci",
+            Self::Builtin => "virtio-gpu-pci",
+        }
+    }
+}
+
+/// Which vhost-user backend serves the device.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DaemonKind {
+    /// This project's daemon (`--daemon`), scraped for metrics.
+    Ours,
+    /// QEMU's C vhost-user-gpu (`--reference-daemon`): no metrics.
+    Reference,
+}
+
+/// The daemon a scenario starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct DaemonSpec {
+    /// Which daemon.
+    pub kind: DaemonKind,
+    /// Options added after the common ones (socket, display size, metrics).
+    pub options: &'static [&'static str],
+    /// Start it with `--test-only-read-digest-log` and compare what the
+    /// device read after swap-in with what the workload wrote.
+    pub content_check: bool,
+}
+
+/// Which memory-pressure workload variant a verdict expects.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PressureKind {
+    /// 2D resources (`--kind 2d`).
+    TwoD,
+    /// Guest blobs (`--kind blob`).
+    Blob,
+}
+
+impl PressureKind {
+    /// The workload's `kind` field.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::TwoD => "2d",
             Self::Blob => "blob",
-            Self::Reference => "reference",
         }
     }
+}
 
-    /// `true` when the daemon is the reference backend rather than ours.
-    pub fn reference_daemon(self) -> bool {
-        self == Self::Reference
+/// A fault the daemon injects (`--test-only-fault`), and so what the guest
+/// can still be expected to achieve.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Fault {
+    /// DETACH answers late: eviction still works, only slower.
+    DetachDelay,
+    /// DETACH answers with an error: the guest must keep the pages.
+    DetachError,
+    /// ATTACH answers with an error: the guest must not mark the object
+    /// attached nor let the device use it.
+    AttachError,
+    /// DETACH never answers: the guest must give up on those objects
+    /// without stalling reclaim and without releasing their pages.
+    DetachHang,
+}
+
+/// How a scenario is judged (see [`crate::verdict`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum VerdictKind {
+    /// Boot, console drawn through the daemon, screendump.
+    Smoke,
+    /// Objects beyond RAM evicted and swapped back in, every byte intact;
+    /// `host` compares the daemon's DETACH/ATTACH with the guest's.
+    Evict {
+        /// Object kind.
+        pressure: PressureKind,
+        /// The daemon's metrics are available and must match the guest.
+        host: bool,
+    },
+    /// DONTNEED objects purged.
+    Purge,
+    /// Unpatched kernel: an OOM kill or allocation failure is recorded.
+    Baseline,
+    /// Blobs without the blob-swap feature: no blob may be evicted; an
+    /// OOM kill or allocation failure is the expected, recorded outcome.
+    BlobNoSwap,
+    /// Fault injection (see [`Fault`]).
+    Fault {
+        /// The injected fault.
+        fault: Fault,
+    },
+}
+
+/// One end-to-end scenario.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct Spec {
+    /// The name used on the command line, in directories and reports.
+    pub name: &'static str,
+    /// One line for `vugpu-vm list`.
+    pub about: &'static str,
+    /// Guest kernel.
+    pub kernel: KernelKind,
+    /// QEMU binary.
+    pub qemu: QemuKind,
+    /// GPU device model.
+    pub device: Device,
+    /// The daemon behind a vhost-user device (`None` with the builtin one).
+    pub daemon: Option<DaemonSpec>,
+    /// `/init` scenario (`vugpu.scenario=`).
+    pub init: &'static str,
+    /// Workload arguments (`vugpu.args=`); `--scenario <name>` is prepended.
+    pub workload: &'static [&'static str],
+    /// Log to the framebuffer console too and take QMP screendumps.
+    pub screendump: bool,
+    /// The guest kernel may end in an OOM panic (no status line) and that
+    /// is an expected outcome rather than a harness failure.
+    pub oom_panic_expected: bool,
+    /// Longest acceptable sum of the workload's phases (create, fill,
+    /// pressure, reuse), in seconds: a bound on reclaim stalls.
+    pub max_workload_secs: Option<u64>,
+    /// Whether the driver must have acked VIRTIO_GPU_F_BLOB_SWAP (bit 23),
+    /// read from the daemon's log; `None`: only noted.
+    pub expect_blob_swap: Option<bool>,
+    /// The verdict.
+    pub verdict: VerdictKind,
+    /// Part of `all`.
+    pub in_all: bool,
+}
+
+const fn ours(options: &'static [&'static str], content_check: bool) -> Option<DaemonSpec> {
+    Some(DaemonSpec {
+        kind: DaemonKind::Ours,
+        options,
+        content_check,
+    })
+}
+
+/// A patched-kernel scenario on the system QEMU with `vhost-user-gpu-pci`
+/// and the project's daemon; entries override what differs.
+const BASE: Spec = Spec {
+    name: "",
+    about: "",
+    kernel: KernelKind::Patched,
+    qemu: QemuKind::System,
+    device: Device::VhostUserGpu,
+    daemon: ours(&[], false),
+    init: "custom",
+    workload: PRESSURE_2D,
+    screendump: false,
+    oom_panic_expected: false,
+    max_workload_secs: None,
+    expect_blob_swap: None,
+    verdict: VerdictKind::Evict {
+        pressure: PressureKind::TwoD,
+        host: true,
+    },
+    in_all: true,
+};
+
+/// A blob scenario: QEMU 10.2.2's generic device, daemon with `--blob`.
+const BLOB: Spec = Spec {
+    qemu: QemuKind::Qemu10_2,
+    device: Device::VhostUserTestDevice,
+    daemon: ours(&["--blob"], true),
+    workload: PRESSURE_BLOB,
+    verdict: VerdictKind::Evict {
+        pressure: PressureKind::Blob,
+        host: true,
+    },
+    ..BASE
+};
+
+const EVICT: Spec = Spec {
+    name: "evict",
+    about: "2D objects 1.5x RAM evicted to swap and used again; device reads checked",
+    daemon: ours(&[], true),
+    init: "evict",
+    ..BASE
+};
+
+const PURGE: Spec = Spec {
+    name: "purge",
+    about: "as evict, every second object DONTNEED: purged",
+    workload: &[
+        "--kind",
+        "2d",
+        "--total-ram-ratio",
+        "1.5",
+        "--object-mib",
+        "4",
+        "--dontneed-every",
+        "2",
+    ],
+    verdict: VerdictKind::Purge,
+    ..BASE
+};
+
+/// Reclaim must not stall on a slow device for longer than this (the
+/// workload's phases together; a healthy evict run takes 20-40 s under TCG,
+/// and 180 DETACHs delayed 200 ms each add 36 s even if the guest waited for
+/// every one in turn).
+const DELAY_BOUND_SECS: u64 = 150;
+
+/// With DETACH errors or no answer the guest cannot evict: it must give up
+/// quickly and reach its end (allocation failure or OOM) within this bound,
+/// about 3x a healthy run's phases. The 6.12 guest, which waits 10 s for
+/// each unanswered DETACH, needs 160 s.
+const NO_EVICTION_BOUND_SECS: u64 = 60;
+
+const fn fault(
+    name: &'static str,
+    about: &'static str,
+    option: &'static [&'static str],
+    f: Fault,
+) -> Spec {
+    Spec {
+        name,
+        about,
+        daemon: ours(option, true),
+        max_workload_secs: Some(if matches!(f, Fault::DetachDelay) {
+            DELAY_BOUND_SECS
+        } else {
+            NO_EVICTION_BOUND_SECS
+        }),
+        oom_panic_expected: !matches!(f, Fault::DetachDelay),
+        verdict: VerdictKind::Fault { fault: f },
+        in_all: false,
+        ..BASE
+    }
+}
+
+/// Every scenario, in the order `all` runs them.
+pub static TABLE: &[Spec] = &[
+    Spec {
+        name: "smoke",
+        about: "boot, draw the console through the daemon, screendump it",
+        init: "smoke",
+        workload: &["--smoke"],
+        screendump: true,
+        verdict: VerdictKind::Smoke,
+        ..BASE
+    },
+    EVICT,
+    PURGE,
+    Spec {
+        name: "baseline",
+        about: "evict workload on the unpatched kernel: OOM or ENOMEM recorded",
+        kernel: KernelKind::Unpatched,
+        init: "baseline",
+        workload: &[
+            "--kind",
+            "2d",
+            "--total-ram-ratio",
+            "1.5",
+            "--object-mib",
+            "4",
+            "--dontneed-every",
+            "0",
+            "--no-madvise",
+        ],
+        oom_panic_expected: true,
+        verdict: VerdictKind::Baseline,
+        ..BASE
+    },
+    Spec {
+        name: "qemu-builtin",
+        about: "evict workload on QEMU's built-in virtio-gpu-pci (guest-side checks)",
+        device: Device::Builtin,
+        daemon: None,
+        init: "evict",
+        verdict: VerdictKind::Evict {
+            pressure: PressureKind::TwoD,
+            host: false,
+        },
+        ..BASE
+    },
+    Spec {
+        name: "blob",
+        about: "guest blobs 1.5x RAM through vhost-user-test-device-pci (QEMU 10.2.2), \
+                evicted, swapped in, re-attached and scanned out; device reads checked",
+        expect_blob_swap: Some(true),
+        ..BLOB
+    },
+    Spec {
+        name: "blob-noswap",
+        about: "as blob with --no-blob-swap: no blob evicted; OOM or ENOMEM recorded",
+        daemon: ours(&["--blob", "--no-blob-swap"], true),
+        oom_panic_expected: true,
+        expect_blob_swap: Some(false),
+        verdict: VerdictKind::BlobNoSwap,
+        ..BLOB
+    },
+    Spec {
+        name: "reference",
+        about: "evict workload against QEMU's C vhost-user-gpu (guest-side checks)",
+        daemon: Some(DaemonSpec {
+            kind: DaemonKind::Reference,
+            options: &[],
+            content_check: false,
+        }),
+        init: "evict",
+        verdict: VerdictKind::Evict {
+            pressure: PressureKind::TwoD,
+            host: false,
+        },
+        in_all: false,
+        ..BASE
+    },
+    Spec {
+        name: "evict-debug",
+        about: "evict on the debug kernel (lockdep, KASAN, atomic-sleep checks; \
+                any report fails)",
+        kernel: KernelKind::Debug,
+        in_all: false,
+        ..EVICT
+    },
+    Spec {
+        name: "purge-debug",
+        about: "purge on the debug kernel",
+        kernel: KernelKind::Debug,
+        in_all: false,
+        ..PURGE
+    },
+    Spec {
+        name: "blob-debug",
+        about: "blob on the debug kernel",
+        kernel: KernelKind::Debug,
+        in_all: false,
+        ..BLOB
+    },
+    fault(
+        "fault-detach-delay",
+        "DETACH answered 200 ms late: eviction still works, no OOM, bounded time",
+        &["--test-only-fault", "detach-delay-ms=200"],
+        Fault::DetachDelay,
+    ),
+    fault(
+        "fault-detach-error",
+        "DETACH answered with an error: pages kept, no byte lost, bounded time",
+        &["--test-only-fault", "detach-error"],
+        Fault::DetachError,
+    ),
+    fault(
+        "fault-attach-error",
+        "ATTACH answered with an error: no device access without backing, bounded time",
+        &["--test-only-fault", "attach-error"],
+        Fault::AttachError,
+    ),
+    fault(
+        "fault-detach-hang",
+        "DETACH never answered: reclaim gives up in bounded time, no page released",
+        &["--test-only-fault", "detach-no-reply"],
+        Fault::DetachHang,
+    ),
+];
+
+/// A scenario: a reference to its entry in [`TABLE`].
+#[derive(Clone, Copy, PartialEq)]
+pub struct Scenario(&'static Spec);
+
+impl fmt::Debug for Scenario {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.0.name)
+    }
+}
+
+impl Serialize for Scenario {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.0.name)
+    }
+}
+
+impl std::ops::Deref for Scenario {
+    type Target = Spec;
+
+    fn deref(&self) -> &Spec {
+        self.0
+    }
+}
+
+impl Scenario {
+    /// Every scenario in table order.
+    pub fn every() -> impl Iterator<Item = Scenario> {
+        TABLE.iter().map(Scenario)
     }
 
-    /// The kernel this scenario boots.
-    pub fn kernel(self) -> KernelKind {
-        match self {
-            Self::Baseline => KernelKind::Unpatched,
-            _ => KernelKind::Patched,
-        }
+    /// The scenarios `all` stands for.
+    pub fn all() -> Vec<Scenario> {
+        Self::every().filter(|s| s.in_all).collect()
     }
 
-    /// The GPU device model.
-    pub fn device(self) -> Device {
-        match self {
-            Self::QemuBuiltin => Device::Builtin,
-            Self::Blob => Device::VhostUserDevice,
-            _ => Device::VhostUserGpu,
-        }
+    /// Looks a scenario up by name.
+    pub fn by_name(name: &str) -> Option<Scenario> {
+        Self::every().find(|s| s.name == name)
     }
 
-    /// `true` when the scenario needs the daemon.
+    /// The scenario's name.
+    pub fn name(self) -> &'static str {
+        self.0.name
+    }
+
+    /// `true` when the scenario needs a daemon.
     pub fn needs_daemon(self) -> bool {
-        self.device() != Device::Builtin
+        self.0.daemon.is_some()
+    }
+
+    /// `true` when the daemon is QEMU's reference backend.
+    pub fn reference_daemon(self) -> bool {
+        self.0
+            .daemon
+            .is_some_and(|d| d.kind == DaemonKind::Reference)
+    }
+
+    /// `true` when the project's daemon serves it (metrics are scraped).
+    pub fn our_daemon(self) -> bool {
+        self.0.daemon.is_some_and(|d| d.kind == DaemonKind::Ours)
+    }
+
+    /// `true` when the device reads are compared with the workload's.
+    pub fn content_check(self) -> bool {
+        self.0.daemon.is_some_and(|d| d.content_check)
     }
 
     /// Arguments for `vugpu-workload` (joined with commas into
     /// `vugpu.args=` on the kernel command line).
-    pub fn workload_args(self) -> Vec<String> {
-        let mut args: Vec<&str> = match self {
-            Self::Smoke => vec!["--smoke"],
-            Self::Evict | Self::QemuBuiltin | Self::Reference => PRESSURE_ARGS.to_vec(),
-            Self::Purge => [&PRESSURE_ARGS[..], &["--dontneed-every", "2"]].concat(),
-            Self::Baseline => [&PRESSURE_ARGS[..], &["--no-madvise"]].concat(),
-            Self::Blob => {
-                let mut a = PRESSURE_ARGS.to_vec();
-                a[1] = "blob";
-                a
-            }
-        };
-        args.splice(0..0, ["--scenario", self.name()]);
-        args.into_iter().map(str::to_owned).collect()
-    }
-
-    /// The `vugpu.scenario=` value for the initramfs' `/init`.
     ///
     /// `/init` knows a fixed set of scenario names, each with default
-    /// workload arguments, and appends `vugpu.args` after them; the
-    /// workload lets a repeated option's last value win. So each scenario
-    /// maps to the `/init` scenario whose defaults are compatible, `custom`
-    /// (no defaults) where there is none, and [`Scenario::workload_args`]
-    /// always carries the complete argument list including `--scenario
-    /// <name>`, which makes the report name the runner's scenario.
-    pub fn init_scenario(self) -> &'static str {
-        match self {
-            Self::Smoke => "smoke",
-            Self::Evict | Self::QemuBuiltin | Self::Reference => "evict",
-            Self::Purge => "custom",
-            Self::Baseline => "baseline",
-            Self::Blob => "evict-blob",
+    /// workload arguments, and appends `vugpu.args` after them; the workload
+    /// lets a repeated option's last value win, and `vugpu.args` always
+    /// carries the complete argument list including `--scenario <name>`,
+    /// which makes the report name the runner's scenario.
+    pub fn workload_args(self) -> Vec<String> {
+        let mut args = vec!["--scenario".to_owned(), self.0.name.to_owned()];
+        args.extend(self.0.workload.iter().map(|a| (*a).to_owned()));
+        if self.content_check() {
+            args.push("--device-digests".to_owned());
         }
+        args
     }
 
     /// The kernel command line.
     ///
-    /// smoke also logs to the framebuffer console (`console=tty0` first, so
-    /// `/dev/console` stays on the serial port) so that its screendump shows
-    /// text drawn by the guest rather than only the cursor.
+    /// Scenarios with screendumps also log to the framebuffer console
+    /// (`console=tty0` first, so `/dev/console` stays on the serial port)
+    /// so that the screendump shows text drawn by the guest.
     ///
     /// `guest_timeout` arms `/init`'s watchdog (`vugpu.timeout=`), which
     /// reports a stuck workload as a FAIL line before the host deadline.
     pub fn kernel_cmdline(self, guest_timeout: Option<u64>) -> String {
-        let consoles = if self == Self::Smoke {
+        let consoles = if self.0.screendump {
             "console=tty0 console=ttyS0"
         } else {
             "console=ttyS0"
         };
         let mut line = format!(
             "{consoles} panic=-1 vugpu.scenario={} vugpu.args={}",
-            self.init_scenario(),
+            self.0.init,
             self.workload_args().join(",")
         );
         if let Some(t) = guest_timeout {
@@ -183,9 +554,13 @@ impl Scenario {
 mod tests {
     use super::*;
 
+    fn named(name: &str) -> Scenario {
+        Scenario::by_name(name).expect("scenario exists")
+    }
+
     #[test]
-    fn test_workload_args_blob_uses_blob_kind() {
-        let args = Scenario::Blob.workload_args();
+    fn test_workload_args_blob_uses_blob_kind_and_digests() {
+        let args = named("blob").workload_args();
 
         assert_eq!(
             args,
@@ -197,29 +572,82 @@ mod tests {
                 "--total-ram-ratio",
                 "1.5",
                 "--object-mib",
-                "4",
+                "3",
                 "--dontneed-every",
-                "0"
+                "0",
+                "--device-digests"
             ]
         );
     }
 
     #[test]
     fn test_kernel_cmdline_purge_joins_args_with_commas() {
-        let line = Scenario::Purge.kernel_cmdline(None);
+        let line = named("purge").kernel_cmdline(None);
 
         assert!(line.ends_with(
-            "vugpu.scenario=custom vugpu.args=--scenario,purge,--kind,2d,--total-ram-ratio,1.5,--object-mib,4,--dontneed-every,0,--dontneed-every,2"
+            "vugpu.scenario=custom vugpu.args=--scenario,purge,--kind,2d,--total-ram-ratio,1.5,--object-mib,4,--dontneed-every,2"
         ), "{line}");
     }
 
     #[test]
     fn test_workload_args_have_no_separators() {
-        let all: Vec<String> = Scenario::ALL
-            .iter()
-            .flat_map(|s| s.workload_args())
-            .collect();
+        let all: Vec<String> = Scenario::every().flat_map(|s| s.workload_args()).collect();
 
         assert!(all.iter().all(|a| !a.contains([',', ' '])), "{all:?}");
+    }
+
+    #[test]
+    fn test_names_are_unique() {
+        let mut names: Vec<&str> = TABLE.iter().map(|s| s.name).collect();
+        names.sort_unstable();
+        names.dedup();
+
+        assert_eq!(names.len(), TABLE.len());
+    }
+
+    #[test]
+    fn test_all_keeps_the_ci_scenarios_in_order() {
+        let names: Vec<&str> = Scenario::all().iter().map(|s| s.name()).collect();
+
+        assert_eq!(
+            names,
+            [
+                "smoke",
+                "evict",
+                "purge",
+                "baseline",
+                "qemu-builtin",
+                "blob",
+                "blob-noswap"
+            ]
+        );
+    }
+
+    #[test]
+    fn test_builtin_device_has_no_daemon() {
+        assert!(Scenario::every()
+            .filter(|s| s.device == Device::Builtin)
+            .all(|s| s.daemon.is_none()));
+    }
+
+    #[test]
+    fn test_test_device_scenarios_use_qemu_10_2() {
+        assert!(Scenario::every()
+            .filter(|s| s.device == Device::VhostUserTestDevice)
+            .all(|s| s.qemu == QemuKind::Qemu10_2));
+    }
+
+    #[test]
+    fn test_debug_scenarios_are_opt_in() {
+        assert!(Scenario::every()
+            .filter(|s| s.kernel == KernelKind::Debug)
+            .all(|s| !s.in_all && s.name().ends_with("-debug")));
+    }
+
+    #[test]
+    fn test_fault_scenarios_bound_the_workload_time() {
+        assert!(Scenario::every()
+            .filter(|s| matches!(s.verdict, VerdictKind::Fault { .. }))
+            .all(|s| s.max_workload_secs.is_some()));
     }
 }

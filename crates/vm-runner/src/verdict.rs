@@ -8,8 +8,11 @@
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::digest::{self, DeviceRead};
 use crate::guest::{GuestStatus, Report};
 use crate::prom::Metrics;
+use crate::scenario::Fault;
+pub use crate::scenario::PressureKind;
 
 /// What a screendump showed.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -36,6 +39,9 @@ pub struct Evidence<'a> {
     /// The guest console's first out-of-memory line (`Out of memory: ...`,
     /// `... deadlocked on memory`), if any.
     pub console_oom: Option<&'a str>,
+    /// The daemon's digest log of guest-memory reads, or why there is none
+    /// (`None` when the scenario does not check content).
+    pub device_reads: Option<Result<&'a [DeviceRead], &'a str>>,
 }
 
 /// Result class of a scenario.
@@ -160,15 +166,6 @@ impl Checks {
     }
 }
 
-/// Which workload variant a memory-pressure verdict expects.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum PressureKind {
-    /// 2D resources (`--kind 2d`).
-    TwoD,
-    /// Guest blobs (`--kind blob`).
-    Blob,
-}
-
 /// `smoke`: the guest booted and drew its console through the daemon.
 ///
 /// The screendump must have the daemon's display size (`expected`): QEMU
@@ -231,13 +228,14 @@ pub fn evict(ev: &Evidence<'_>, kind: PressureKind) -> Verdict {
     c.finish(Outcome::Pass)
 }
 
-/// `qemu-builtin`: the evict workload on QEMU's built-in device (guest-side
-/// checks only; there is no daemon).
-pub fn qemu_builtin(ev: &Evidence<'_>) -> Verdict {
+/// `qemu-builtin`, `reference`: the evict workload where the device has no
+/// metrics of ours (QEMU's built-in device, QEMU's C daemon): guest-side
+/// checks only.
+pub fn guest_only(ev: &Evidence<'_>, kind: PressureKind) -> Verdict {
     let mut c = Checks::default();
     c.guest_passed(ev);
     if let Some(r) = c.report(ev) {
-        check_kind(&mut c, r, PressureKind::TwoD);
+        check_kind(&mut c, r, kind);
         check_pressure_workload(&mut c, r);
         check_shrinker_evicted(&mut c, r);
     }
@@ -345,11 +343,291 @@ pub fn baseline(ev: &Evidence<'_>) -> Verdict {
     c.finish(Outcome::Recorded)
 }
 
-fn check_kind(c: &mut Checks, r: Report<'_>, kind: PressureKind) {
-    let want = match kind {
-        PressureKind::TwoD => "2d",
-        PressureKind::Blob => "blob",
+/// `blob-noswap`: the daemon did not offer blob swap, so the guest must not
+/// evict a single blob: the shrinker evicted nothing, the host saw no
+/// DETACH_BACKING, and every byte the workload verified is intact. Blobs
+/// beyond RAM then cannot fit: an OOM kill or an allocation failure is the
+/// expected outcome and is recorded; a workload that passed is fine too
+/// (e.g. with a bigger guest), a hang or silence fails.
+pub fn blob_noswap(ev: &Evidence<'_>) -> Verdict {
+    let mut c = Checks::default();
+    if let Some(m) = c.metrics(ev) {
+        check_no_refused(&mut c, m);
+        let detach = m.value("vugpu_detach_backing_total");
+        c.require(detach == Some(0.0), || {
+            format!(
+                "host saw DETACH_BACKING {detach:?} times without blob swap: the guest evicted blobs the device did not agree to give back"
+            )
+        });
+    }
+    if ev.status.is_none() && ev.report.is_none() {
+        match ev.console_oom {
+            Some(line) => c.note(format!(
+                "guest could not report; its kernel logged the OOM outcome: {line}"
+            )),
+            None => c.failures.push(
+                "guest never reported VUGPU-STATUS and its console shows no OOM (hung or crashed)"
+                    .to_owned(),
+            ),
+        }
+        return c.finish(Outcome::Recorded);
+    }
+    if ev.status.is_none() {
+        c.failures
+            .push("guest never reported VUGPU-STATUS (hung or crashed)".to_owned());
+    }
+    let Some(r) = c.report(ev) else {
+        return c.finish(Outcome::Recorded);
     };
+    // A workload the OOM killer ended leaves a report without its own
+    // fields (kind, counters): that is the outcome this scenario records.
+    if r.str("kind").is_some() {
+        check_kind(&mut c, r, PressureKind::Blob);
+    }
+    if let Some(bad) = r.opt_u64("mismatched_bytes").unwrap_or(None) {
+        c.require(bad == 0, || {
+            format!("{bad} bytes read back differ from what was written")
+        });
+    }
+    let evicted = r
+        .opt_u64("shrinker.evicted_objects")
+        .unwrap_or(None)
+        .unwrap_or(0);
+    c.require(evicted == 0, || {
+        format!("the guest evicted {evicted} objects (all blobs) although blob swap was off")
+    });
+    let outcome = record_pressure_outcome(&mut c, r);
+    c.finish(outcome)
+}
+
+/// Notes how a run that could not fit its objects ended; returns
+/// [`Outcome::Recorded`] for an OOM kill or allocation failure and
+/// [`Outcome::Pass`] when the workload passed.
+fn record_pressure_outcome(c: &mut Checks, r: Report<'_>) -> Outcome {
+    if let Some(t) = r.opt_u64("timeout_s").ok().flatten() {
+        c.failures.push(format!(
+            "the guest watchdog stopped a workload still running after {t} s: reclaim or the \
+             workload stalled (a hang is not an expected outcome)"
+        ));
+    }
+    let oom = r.opt_u64("vmstat.oom_kill").unwrap_or(None).unwrap_or(0);
+    let signal = r.killed_by_signal();
+    let error = r.str("error");
+    if let Some(sig) = signal {
+        c.note(format!("workload killed by signal {sig} (oom_kill {oom})"));
+    } else if oom > 0 {
+        c.note(format!("guest OOM killer ran {oom} times"));
+    }
+    if let Some(e) = error {
+        c.note(format!("workload error: {e}"));
+    }
+    if let Ok(b) = r.u64("object_bytes_total") {
+        c.note(format!("objects created before the end: {b} bytes"));
+    }
+    if signal.is_some() || oom > 0 || error.is_some() {
+        Outcome::Recorded
+    } else {
+        Outcome::Pass
+    }
+}
+
+fn check_no_refused(c: &mut Checks, m: &Metrics) {
+    let refused = m.value("vugpu_refused_guest_accesses_total");
+    c.require(refused == Some(0.0), || {
+        format!("vugpu_refused_guest_accesses_total = {refused:?}, expected 0")
+    });
+}
+
+/// Fault scenarios (the daemon misbehaves on purpose).
+///
+/// Always: the guest reports (no hang; the runner adds the console checks
+/// and the phase time bound), the daemon injected at least one fault
+/// (`vugpu_injected_faults_total`, else the fault was not exercised), the
+/// device never had to refuse an access (the guest never let it touch an
+/// object without backing), and no byte the workload verified was lost.
+///
+/// - `DetachDelay`: eviction still works, so everything `evict` checks
+///   holds (no OOM kill, every byte verified, host and guest counts match).
+/// - `DetachError` / `DetachHang`: no DETACH completes, so the guest must
+///   keep every page: the shrinker evicts nothing and the device may keep
+///   using them. Objects beyond RAM then cannot fit: an OOM kill or an
+///   allocation failure is recorded, not failed.
+/// - `AttachError`: swap-in cannot re-attach, so the guest must fail the
+///   use (an ioctl error is the expected, recorded outcome) rather than let
+///   the device read a resource without backing.
+pub fn fault(ev: &Evidence<'_>, f: Fault) -> Verdict {
+    if f == Fault::DetachDelay {
+        return evict(ev, PressureKind::TwoD);
+    }
+    let mut c = Checks::default();
+    if let Some(m) = c.metrics(ev) {
+        check_no_refused(&mut c, m);
+        let injected = m.sum("vugpu_injected_faults_total").unwrap_or(0.0);
+        c.require(injected > 0.0, || {
+            "the daemon injected no fault (vugpu_injected_faults_total 0): the fault was not \
+             exercised"
+                .to_owned()
+        });
+        c.note(format!("daemon injected {injected} faults"));
+    }
+    if ev.status.is_none() && ev.report.is_none() {
+        // Without any eviction the objects cannot fit: the kernel may end in
+        // an OOM panic, like the unpatched baseline; time_bound checks when.
+        match ev.console_oom {
+            Some(line) => c.note(format!(
+                "guest could not report; its kernel logged the OOM outcome: {line}"
+            )),
+            None => c.failures.push(
+                "guest never reported VUGPU-STATUS and its console shows no OOM: reclaim or \
+                 the workload stalled on the faulty device"
+                    .to_owned(),
+            ),
+        }
+        return c.finish(Outcome::Recorded);
+    }
+    if ev.status.is_none() {
+        c.failures.push(
+            "guest never reported VUGPU-STATUS: reclaim or the workload stalled on the faulty device"
+                .to_owned(),
+        );
+    }
+    let Some(r) = c.report(ev) else {
+        return c.finish(Outcome::Recorded);
+    };
+    if let Some(bad) = r.opt_u64("mismatched_bytes").unwrap_or(None) {
+        c.require(bad == 0, || {
+            format!("{bad} bytes read back differ from what was written")
+        });
+    }
+    if matches!(f, Fault::DetachError | Fault::DetachHang) {
+        let evicted = r
+            .opt_u64("shrinker.evicted_objects")
+            .unwrap_or(None)
+            .unwrap_or(0);
+        c.require(evicted == 0, || {
+            format!(
+                "the guest released the pages of {evicted} objects although no DETACH completed"
+            )
+        });
+    }
+    let outcome = record_pressure_outcome(&mut c, r);
+    c.finish(outcome)
+}
+
+/// Adds the host-side content check to `v`: every object the workload made
+/// the device read after swap-in was read with the content it wrote.
+pub fn content(v: &mut Verdict, ev: &Evidence<'_>) {
+    let log = match ev.device_reads {
+        None => {
+            v.fail("no device digest log was collected");
+            return;
+        }
+        Some(Err(e)) => {
+            v.fail(e.to_owned());
+            return;
+        }
+        Some(Ok(log)) => log,
+    };
+    let Some(Ok(report)) = ev.report else {
+        // The verdict already says why there is no report.
+        return;
+    };
+    let expected = match digest::expected_reads(report) {
+        Ok(e) => e,
+        Err(e) => {
+            // A run that ended early (baseline-like outcomes) has nothing to
+            // compare; only a passing workload must have digests.
+            if ev.status.is_some_and(|s| s.pass) {
+                v.fail(e);
+            } else {
+                v.notes.push(format!("host content check: {e}"));
+            }
+            return;
+        }
+    };
+    let cmp = digest::compare(&expected, log);
+    let failed = cmp.failures.len();
+    for f in cmp.failures.into_iter().take(4) {
+        v.fail(format!("host content check: {f}"));
+    }
+    if failed > 4 {
+        v.fail(format!(
+            "host content check: {} more objects failed",
+            failed - 4
+        ));
+    }
+    let objects = report.get("objects").and_then(Value::as_u64).unwrap_or(0);
+    let passed = ev.status.is_some_and(|s| s.pass);
+    if passed && (expected.len() as u64) < objects {
+        v.fail(format!(
+            "host content check: the workload reported digests for {} of its {objects} objects",
+            expected.len()
+        ));
+    }
+    v.notes.push(format!(
+        "host content check: {} objects, {} device reads compared, {} log lines",
+        cmp.matched_objects,
+        cmp.compared_reads,
+        log.len()
+    ));
+}
+
+/// Seconds a TCG guest may spend booting before the workload starts.
+pub const BOOT_ALLOWANCE_SECS: u64 = 15;
+
+/// The kernel timestamp of a console line (`[  160.916257] ...`), in
+/// seconds.
+fn console_secs(line: &str) -> Option<f64> {
+    let rest = line.trim_start().strip_prefix('[')?;
+    let (stamp, _) = rest.split_once(']')?;
+    stamp.trim().parse().ok()
+}
+
+/// Fails `v` when the workload's phases together took longer than
+/// `max_secs`: a reclaim stall on a slow or silent device.
+///
+/// Without a report, an OOM line on the console must carry a kernel
+/// timestamp within the bound (plus [`BOOT_ALLOWANCE_SECS`] for the boot).
+pub fn time_bound(v: &mut Verdict, ev: &Evidence<'_>, max_secs: u64) {
+    let Some(Ok(report)) = ev.report else {
+        if let Some(t) = ev.console_oom.and_then(console_secs) {
+            let limit = (max_secs + BOOT_ALLOWANCE_SECS) as f64;
+            if t > limit {
+                v.fail(format!(
+                    "the kernel reached its OOM outcome {t:.0} s after boot, later than the \
+                     {max_secs} s bound plus {BOOT_ALLOWANCE_SECS} s for booting (reclaim stalled)"
+                ));
+            }
+        }
+        return;
+    };
+    let r = Report(report);
+    if r.get("timeout_s").is_some() {
+        // A hang; record_pressure_outcome (or guest_passed) fails it.
+        return;
+    }
+    let phases: u64 = ["create", "fill", "pressure", "reuse_verify"]
+        .iter()
+        .filter_map(|p| r.opt_u64(&format!("phases_ms.{p}")).ok().flatten())
+        .sum();
+    // /init's own report (workload killed) has only the elapsed seconds.
+    let elapsed = r.opt_u64("elapsed_s").ok().flatten().unwrap_or(0) * 1000;
+    let ms = phases.max(elapsed);
+    if ms > max_secs * 1000 {
+        v.fail(format!(
+            "workload phases took {:.1} s, more than the {max_secs} s bound (reclaim stalled)",
+            ms as f64 / 1000.0
+        ));
+    } else {
+        v.notes.push(format!(
+            "workload phases took {:.1} s (bound {max_secs} s)",
+            ms as f64 / 1000.0
+        ));
+    }
+}
+
+fn check_kind(c: &mut Checks, r: Report<'_>, kind: PressureKind) {
+    let want = kind.as_str();
     match r.str("kind") {
         None => c.failures.push("missing field kind".to_owned()),
         Some(k) => c.require(k == want, || {
@@ -438,10 +716,7 @@ fn check_shrinker_evicted(c: &mut Checks, r: Report<'_>) {
 /// framebuffer and cursor attach their backing before the workload starts,
 /// outside its counter delta); any other difference fails.
 fn check_host_matches_guest(c: &mut Checks, r: Report<'_>, m: &Metrics) {
-    let refused = m.value("vugpu_refused_guest_accesses_total");
-    c.require(refused == Some(0.0), || {
-        format!("vugpu_refused_guest_accesses_total = {refused:?}, expected 0")
-    });
+    check_no_refused(c, m);
     for (name, what) in [
         ("vugpu_command_errors_total", "error responses"),
         ("vugpu_decode_errors_total", "malformed descriptor chains"),
@@ -471,16 +746,29 @@ fn check_host_matches_guest(c: &mut Checks, r: Report<'_>, m: &Metrics) {
             let created = m.value("vugpu_resources_created_total").unwrap_or(0.0);
             let objects = r.u64("objects").unwrap_or(0) as f64;
             let outside = (created - objects).max(0.0);
+            // A guest blob gets its first backing inside RESOURCE_CREATE_BLOB:
+            // the host counts that as an attach, the guest's counter only
+            // counts ATTACH_BACKING commands. So each workload blob adds
+            // exactly one.
+            let blobs = if r.str("kind") == Some("blob") {
+                objects
+            } else {
+                0.0
+            };
+            let (low, high) = (blobs, blobs + outside);
             let extra = h - g as f64;
-            c.require((0.0..=outside).contains(&extra), || {
+            c.require((low..=high).contains(&extra), || {
                 format!(
                     "host counted {h} ATTACH_BACKING, guest sent {g}: difference {extra} is \
-                     outside [0, {outside}] (resources not created by the workload)"
+                     outside [{low}, {high}] (blobs created with their backing, resources not \
+                     created by the workload)"
                 )
             });
             if extra > 0.0 {
                 c.note(format!(
-                    "host ATTACH {h} = guest {g} + {extra} attaches of resources created before the workload"
+                    "host ATTACH {h} = guest {g} + {blobs} blob creations with backing + {} \
+                     attaches of resources created before the workload",
+                    extra - blobs
                 ));
             }
         }
@@ -540,6 +828,7 @@ mod tests {
             metrics: Some(m),
             screen: None,
             console_oom: None,
+            device_reads: None,
         }
     }
 
@@ -674,7 +963,7 @@ mod tests {
             ..Evidence::default()
         };
 
-        let v = qemu_builtin(&ev);
+        let v = guest_only(&ev, PressureKind::TwoD);
 
         assert_eq!(v.outcome, Outcome::Pass, "{:?}", v.failures);
     }
@@ -689,7 +978,7 @@ mod tests {
             ..Evidence::default()
         };
 
-        let v = qemu_builtin(&ev);
+        let v = guest_only(&ev, PressureKind::TwoD);
 
         assert_eq!(v.failures, vec!["guest OOM killer ran 1 times".to_owned()]);
     }
@@ -897,5 +1186,282 @@ mod tests {
         let v = smoke(&ev, (1280, 800));
 
         assert_eq!(v.failures.len(), 2, "{:?}", v.failures);
+    }
+
+    fn noswap_metrics(detach: u64) -> Metrics {
+        Metrics::parse(&format!(
+            "vugpu_detach_backing_total {detach}\nvugpu_refused_guest_accesses_total 0\n\
+             vugpu_injected_faults_total {detach}\n"
+        ))
+        .expect("valid metrics")
+    }
+
+    fn enomem_report() -> Value {
+        json!({
+            "kind": "blob", "objects": 60, "object_bytes_total": 180 * MIB,
+            "mismatched_bytes": 0, "shrinker": {"evicted_objects": 0},
+            "vmstat": {"oom_kill": 0},
+            "error": "DRM_IOCTL_VIRTGPU_RESOURCE_CREATE_BLOB failed for object 60: ENOMEM",
+            "result": "fail"
+        })
+    }
+
+    fn failed(reason: &str) -> GuestStatus {
+        GuestStatus {
+            pass: false,
+            reason: reason.to_owned(),
+        }
+    }
+
+    #[test]
+    fn test_blob_noswap_allocation_failure_is_recorded() {
+        let (s, r, m) = (failed("ENOMEM"), enomem_report(), noswap_metrics(0));
+
+        let v = blob_noswap(&evidence(&s, &r, &m));
+
+        assert_eq!(v.outcome, Outcome::Recorded, "{:?}", v.failures);
+    }
+
+    #[test]
+    fn test_blob_noswap_oom_killed_workload_is_recorded() {
+        let s = failed("workload killed by signal 9 (oom_kill +1)");
+        let r = json!({
+            "error": "workload killed by signal 9 (oom_kill +1)",
+            "exit_status": 137, "result": "fail", "scenario": "blob-noswap",
+            "shrinker": {"evicted_objects": 0}, "vmstat": {"oom_kill": 1}
+        });
+        let m = noswap_metrics(0);
+
+        let v = blob_noswap(&evidence(&s, &r, &m));
+
+        assert_eq!(v.outcome, Outcome::Recorded, "{:?}", v.failures);
+    }
+
+    #[test]
+    fn test_blob_noswap_host_detach_fails() {
+        let (s, r, m) = (failed("ENOMEM"), enomem_report(), noswap_metrics(3));
+
+        let v = blob_noswap(&evidence(&s, &r, &m));
+
+        assert_eq!(v.outcome, Outcome::Fail);
+    }
+
+    #[test]
+    fn test_blob_noswap_guest_eviction_fails() {
+        let (s, mut r, m) = (failed("ENOMEM"), enomem_report(), noswap_metrics(0));
+        r["shrinker"]["evicted_objects"] = json!(2);
+
+        let v = blob_noswap(&evidence(&s, &r, &m));
+
+        assert_eq!(v.failures.len(), 1, "{:?}", v.failures);
+    }
+
+    #[test]
+    fn test_fault_detach_error_with_kept_pages_is_recorded() {
+        let (s, mut r, m) = (failed("ENOMEM"), enomem_report(), noswap_metrics(5));
+        r["kind"] = json!("2d");
+
+        let v = fault(&evidence(&s, &r, &m), Fault::DetachError);
+
+        assert_eq!(v.outcome, Outcome::Recorded, "{:?}", v.failures);
+    }
+
+    #[test]
+    fn test_fault_detach_hang_released_pages_fail() {
+        let (s, mut r, m) = (failed("ENOMEM"), enomem_report(), noswap_metrics(5));
+        r["shrinker"]["evicted_objects"] = json!(1);
+
+        let v = fault(&evidence(&s, &r, &m), Fault::DetachHang);
+
+        assert_eq!(v.failures.len(), 1, "{:?}", v.failures);
+    }
+
+    #[test]
+    fn test_fault_detach_error_never_exercised_fails() {
+        let (s, r, m) = (failed("ENOMEM"), enomem_report(), noswap_metrics(0));
+
+        let v = fault(&evidence(&s, &r, &m), Fault::DetachError);
+
+        assert_eq!(v.outcome, Outcome::Fail);
+    }
+
+    #[test]
+    fn test_fault_silent_guest_fails() {
+        let m = noswap_metrics(5);
+        let ev = Evidence {
+            metrics: Some(&m),
+            ..Evidence::default()
+        };
+
+        let v = fault(&ev, Fault::DetachHang);
+
+        assert_eq!(v.outcome, Outcome::Fail);
+    }
+
+    #[test]
+    fn test_time_bound_slow_phases_fail() {
+        let (s, mut r, m) = (pass(), evict_report(), host_metrics(50, 147, 97));
+        r["phases_ms"] =
+            json!({"create": 1000, "fill": 90000, "pressure": 0, "reuse_verify": 70000});
+        let mut v = evict(&evidence(&s, &r, &m), PressureKind::TwoD);
+
+        time_bound(&mut v, &evidence(&s, &r, &m), 150);
+
+        assert_eq!(v.outcome, Outcome::Fail);
+    }
+
+    fn digest_report() -> Value {
+        let mut r = evict_report();
+        r["objects"] = json!(1);
+        r["device_reads"] = json!([{"object": 0, "resource_id": 7, "x": 0, "y": 0,
+            "w": 1024, "h": 1024, "fnv1a64": "0123456789abcdef", "reads": 2}]);
+        r
+    }
+
+    fn log_line(digest: &str) -> DeviceRead {
+        DeviceRead {
+            resource_id: 7,
+            op: "transfer".to_owned(),
+            x: 0,
+            y: 0,
+            w: 1024,
+            h: 1024,
+            fnv1a64: digest.to_owned(),
+        }
+    }
+
+    #[test]
+    fn test_content_matching_reads_pass() {
+        let (s, r) = (pass(), digest_report());
+        let log = [log_line("0123456789abcdef"), log_line("0123456789abcdef")];
+        let ev = Evidence {
+            status: Some(&s),
+            report: Some(Ok(&r)),
+            device_reads: Some(Ok(&log)),
+            ..Evidence::default()
+        };
+        let mut v = Verdict {
+            outcome: Outcome::Pass,
+            failures: Vec::new(),
+            notes: Vec::new(),
+        };
+
+        content(&mut v, &ev);
+
+        assert_eq!(v.outcome, Outcome::Pass, "{:?}", v.failures);
+    }
+
+    #[test]
+    fn test_content_stale_read_fails() {
+        let (s, r) = (pass(), digest_report());
+        let log = [log_line("0123456789abcdef"), log_line("00000000deadbeef")];
+        let ev = Evidence {
+            status: Some(&s),
+            report: Some(Ok(&r)),
+            device_reads: Some(Ok(&log)),
+            ..Evidence::default()
+        };
+        let mut v = Verdict {
+            outcome: Outcome::Pass,
+            failures: Vec::new(),
+            notes: Vec::new(),
+        };
+
+        content(&mut v, &ev);
+
+        assert_eq!(v.outcome, Outcome::Fail);
+    }
+
+    #[test]
+    fn test_content_missing_log_fails() {
+        let (s, r) = (pass(), digest_report());
+        let ev = Evidence {
+            status: Some(&s),
+            report: Some(Ok(&r)),
+            device_reads: Some(Err("no device digest log")),
+            ..Evidence::default()
+        };
+        let mut v = Verdict {
+            outcome: Outcome::Pass,
+            failures: Vec::new(),
+            notes: Vec::new(),
+        };
+
+        content(&mut v, &ev);
+
+        assert_eq!(v.outcome, Outcome::Fail);
+    }
+
+    #[test]
+    fn test_evict_blob_creations_count_as_host_attaches() {
+        // 96 blobs created with their backing (96 host attaches the guest
+        // does not count), 50 re-attaches, 1 console framebuffer.
+        let (s, mut r, m) = (pass(), evict_report(), host_metrics(50, 147, 97));
+        r["kind"] = json!("blob");
+        r["shrinker"]["attach_backing_cmds"] = json!(50);
+
+        let v = evict(&evidence(&s, &r, &m), PressureKind::Blob);
+
+        assert_eq!(v.outcome, Outcome::Pass, "{:?}", v.failures);
+    }
+
+    #[test]
+    fn test_evict_blob_missing_creation_attaches_fail() {
+        let (s, mut r, m) = (pass(), evict_report(), host_metrics(50, 60, 97));
+        r["kind"] = json!("blob");
+        r["shrinker"]["attach_backing_cmds"] = json!(50);
+
+        let v = evict(&evidence(&s, &r, &m), PressureKind::Blob);
+
+        assert_eq!(v.outcome, Outcome::Fail);
+    }
+
+    #[test]
+    fn test_fault_quick_oom_panic_is_recorded() {
+        let m = noswap_metrics(5);
+        let ev = Evidence {
+            metrics: Some(&m),
+            console_oom: Some(
+                "[   20.5] Kernel panic - not syncing: System is deadlocked on memory",
+            ),
+            ..Evidence::default()
+        };
+
+        let mut v = fault(&ev, Fault::DetachHang);
+        time_bound(&mut v, &ev, 150);
+
+        assert_eq!(v.outcome, Outcome::Recorded, "{:?}", v.failures);
+    }
+
+    #[test]
+    fn test_fault_late_oom_panic_fails_the_time_bound() {
+        let m = noswap_metrics(5);
+        let ev = Evidence {
+            metrics: Some(&m),
+            console_oom: Some(
+                "[  160.916257] Kernel panic - not syncing: System is deadlocked on memory",
+            ),
+            ..Evidence::default()
+        };
+
+        let mut v = fault(&ev, Fault::DetachHang);
+        time_bound(&mut v, &ev, 140);
+
+        assert_eq!(v.outcome, Outcome::Fail);
+    }
+
+    #[test]
+    fn test_time_bound_watchdog_timeout_fails() {
+        let (s, r, m) = (
+            failed("workload timed out after 180 s"),
+            json!({"tool": "init", "timeout_s": 180, "error": "workload timed out after 180 s"}),
+            noswap_metrics(5),
+        );
+        let ev = evidence(&s, &r, &m);
+        let mut v = fault(&ev, Fault::DetachHang);
+
+        time_bound(&mut v, &ev, 60);
+
+        assert_eq!(v.failures.len(), 1, "{:?}", v.failures);
     }
 }

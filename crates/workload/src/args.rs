@@ -96,6 +96,13 @@ pub struct Args {
     #[arg(long)]
     pub no_madvise: bool,
 
+    /// Report, per object, the host resource id, the rectangle the device
+    /// reads on each use (transfer for 2D, scanout and flush for blobs), the
+    /// FNV-1a 64 digest of the written pattern over it and how many reads
+    /// were asked for (`device_reads`), for the host-side content check.
+    #[arg(long)]
+    pub device_digests: bool,
+
     /// Free-text scenario name echoed in the report.
     #[arg(long, default_value = "manual")]
     pub scenario: String,
@@ -179,6 +186,8 @@ pub struct Config {
     pub inject_corruption: Option<u64>,
     /// Whether MADVISE may be used at all.
     pub use_madvise: bool,
+    /// Report the digests of what the device must read.
+    pub device_digests: bool,
     /// Scenario name for the report.
     pub scenario: String,
     /// Smoke mode.
@@ -243,6 +252,7 @@ impl TryFrom<Args> for Config {
             rounds: if a.smoke { 1 } else { a.rounds },
             inject_corruption: a.inject_corruption,
             use_madvise: !a.no_madvise,
+            device_digests: a.device_digests,
             scenario: a.scenario,
             smoke: a.smoke,
             card: a.card,

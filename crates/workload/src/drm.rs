@@ -234,6 +234,156 @@ pub struct drm_virtgpu_madvise {
     pub pad: u32,
 }
 
+/// `struct drm_virtgpu_resource_info` (virtgpu_drm.h).
+#[repr(C)]
+#[allow(non_camel_case_types)]
+#[derive(Debug, Default)]
+pub struct drm_virtgpu_resource_info {
+    /// GEM handle.
+    pub bo_handle: u32,
+    /// Out: host resource id.
+    pub res_handle: u32,
+    /// Out: object size.
+    pub size: u32,
+    /// Out: `VIRTGPU_BLOB_MEM_*` (0 for non-blob objects).
+    pub blob_mem: u32,
+}
+
+/// `struct drm_mode_card_res` (drm_mode.h).
+#[repr(C)]
+#[allow(non_camel_case_types)]
+#[derive(Debug, Default)]
+pub struct drm_mode_card_res {
+    /// User pointer to a `u32` array of framebuffer ids.
+    pub fb_id_ptr: u64,
+    /// User pointer to a `u32` array of CRTC ids.
+    pub crtc_id_ptr: u64,
+    /// User pointer to a `u32` array of connector ids.
+    pub connector_id_ptr: u64,
+    /// User pointer to a `u32` array of encoder ids.
+    pub encoder_id_ptr: u64,
+    /// In: array capacity; out: number of framebuffers.
+    pub count_fbs: u32,
+    /// In: array capacity; out: number of CRTCs.
+    pub count_crtcs: u32,
+    /// In: array capacity; out: number of connectors.
+    pub count_connectors: u32,
+    /// In: array capacity; out: number of encoders.
+    pub count_encoders: u32,
+    /// Smallest framebuffer width.
+    pub min_width: u32,
+    /// Largest framebuffer width.
+    pub max_width: u32,
+    /// Smallest framebuffer height.
+    pub min_height: u32,
+    /// Largest framebuffer height.
+    pub max_height: u32,
+}
+
+/// `struct drm_mode_modeinfo` (drm_mode.h).
+#[repr(C)]
+#[allow(non_camel_case_types)]
+#[derive(Debug, Default, Clone, Copy)]
+pub struct drm_mode_modeinfo {
+    /// Pixel clock in kHz.
+    pub clock: u32,
+    /// Visible width.
+    pub hdisplay: u16,
+    /// Horizontal sync start.
+    pub hsync_start: u16,
+    /// Horizontal sync end.
+    pub hsync_end: u16,
+    /// Total width.
+    pub htotal: u16,
+    /// Horizontal skew.
+    pub hskew: u16,
+    /// Visible height.
+    pub vdisplay: u16,
+    /// Vertical sync start.
+    pub vsync_start: u16,
+    /// Vertical sync end.
+    pub vsync_end: u16,
+    /// Total height.
+    pub vtotal: u16,
+    /// Vertical scan.
+    pub vscan: u16,
+    /// Refresh rate in Hz.
+    pub vrefresh: u32,
+    /// `DRM_MODE_FLAG_*`.
+    pub flags: u32,
+    /// `DRM_MODE_TYPE_*`.
+    pub r#type: u32,
+    /// Mode name.
+    pub name: [u8; 32],
+}
+
+/// `struct drm_mode_crtc` (drm_mode.h).
+#[repr(C)]
+#[allow(non_camel_case_types)]
+#[derive(Debug, Default)]
+pub struct drm_mode_crtc {
+    /// User pointer to a `u32` array of connector ids.
+    pub set_connectors_ptr: u64,
+    /// Number of connectors in that array.
+    pub count_connectors: u32,
+    /// CRTC id.
+    pub crtc_id: u32,
+    /// Framebuffer id.
+    pub fb_id: u32,
+    /// Scanout origin x in the framebuffer.
+    pub x: u32,
+    /// Scanout origin y in the framebuffer.
+    pub y: u32,
+    /// Gamma table size.
+    pub gamma_size: u32,
+    /// Whether `mode` is valid.
+    pub mode_valid: u32,
+    /// The mode.
+    pub mode: drm_mode_modeinfo,
+}
+
+/// `struct drm_mode_fb_cmd2` (drm_mode.h).
+#[repr(C)]
+#[allow(non_camel_case_types)]
+#[derive(Debug, Default)]
+pub struct drm_mode_fb_cmd2 {
+    /// Out: framebuffer id.
+    pub fb_id: u32,
+    /// Width in pixels.
+    pub width: u32,
+    /// Height in pixels.
+    pub height: u32,
+    /// DRM fourcc.
+    pub pixel_format: u32,
+    /// `DRM_MODE_FB_*`.
+    pub flags: u32,
+    /// GEM handles per plane.
+    pub handles: [u32; 4],
+    /// Bytes per row per plane.
+    pub pitches: [u32; 4],
+    /// Offset of each plane.
+    pub offsets: [u32; 4],
+    /// Format modifiers.
+    pub modifier: [u64; 4],
+}
+
+/// `struct drm_mode_fb_dirty_cmd` (drm_mode.h).
+#[repr(C)]
+#[allow(non_camel_case_types)]
+#[derive(Debug, Default)]
+pub struct drm_mode_fb_dirty_cmd {
+    /// Framebuffer id.
+    pub fb_id: u32,
+    /// `DRM_MODE_FB_DIRTY_*`.
+    pub flags: u32,
+    /// Fill colour (with the fill flag).
+    pub color: u32,
+    /// Number of clip rectangles (0: the whole framebuffer).
+    pub num_clips: u32,
+    /// User pointer to the clip rectangles.
+    pub clips_ptr: u64,
+}
+
 /// `DRM_IOCTL_VERSION`.
 pub const DRM_IOCTL_VERSION: c_ulong = drm_iowr::<drm_version>(0x00);
 /// `DRM_IOCTL_GEM_CLOSE`.
@@ -255,6 +405,26 @@ pub const DRM_IOCTL_VIRTGPU_WAIT: c_ulong =
 /// `DRM_IOCTL_VIRTGPU_RESOURCE_CREATE_BLOB`.
 pub const DRM_IOCTL_VIRTGPU_RESOURCE_CREATE_BLOB: c_ulong =
     drm_iowr::<drm_virtgpu_resource_create_blob>(DRM_COMMAND_BASE + 0x0a);
+/// `DRM_IOCTL_VIRTGPU_RESOURCE_INFO`.
+pub const DRM_IOCTL_VIRTGPU_RESOURCE_INFO: c_ulong =
+    drm_iowr::<drm_virtgpu_resource_info>(DRM_COMMAND_BASE + 0x05);
+/// `DRM_IOCTL_MODE_GETRESOURCES`.
+pub const DRM_IOCTL_MODE_GETRESOURCES: c_ulong = drm_iowr::<drm_mode_card_res>(0xa0);
+/// `DRM_IOCTL_MODE_SETCRTC`.
+pub const DRM_IOCTL_MODE_SETCRTC: c_ulong = drm_iowr::<drm_mode_crtc>(0xa2);
+/// `DRM_IOCTL_MODE_RMFB`.
+pub const DRM_IOCTL_MODE_RMFB: c_ulong = drm_iowr::<u32>(0xaf);
+/// `DRM_IOCTL_MODE_DIRTYFB`.
+pub const DRM_IOCTL_MODE_DIRTYFB: c_ulong = drm_iowr::<drm_mode_fb_dirty_cmd>(0xb1);
+/// `DRM_IOCTL_MODE_ADDFB2`.
+pub const DRM_IOCTL_MODE_ADDFB2: c_ulong = drm_iowr::<drm_mode_fb_cmd2>(0xb8);
+
+/// `DRM_FORMAT_XRGB8888` (`XR24`), the host byte order virtio-gpu scans
+/// out on little-endian guests.
+pub const DRM_FORMAT_XRGB8888: u32 = u32::from_le_bytes(*b"XR24");
+/// `DRM_MODE_TYPE_USERDEF`.
+pub const DRM_MODE_TYPE_USERDEF: u32 = 1 << 5;
+
 /// `DRM_IOCTL_VIRTGPU_MADVISE` (shrinker series).
 pub const DRM_IOCTL_VIRTGPU_MADVISE: c_ulong =
     drm_iowr::<drm_virtgpu_madvise>(DRM_COMMAND_BASE + 0x0c);
@@ -510,12 +680,138 @@ impl Card {
         }
     }
 
+    /// `DRM_IOCTL_VIRTGPU_RESOURCE_INFO`: the host resource id of an object.
+    pub fn resource_id(&self, handle: u32) -> io::Result<u32> {
+        let mut arg = drm_virtgpu_resource_info {
+            bo_handle: handle,
+            ..Default::default()
+        };
+        // SAFETY: plain-data argument struct matching the request.
+        unsafe { drm_ioctl(&self.file, DRM_IOCTL_VIRTGPU_RESOURCE_INFO, &mut arg)? };
+        Ok(arg.res_handle)
+    }
+
+    /// The first CRTC and the first connector of the card
+    /// (`DRM_IOCTL_MODE_GETRESOURCES`).
+    pub fn first_crtc_and_connector(&self) -> io::Result<(u32, u32)> {
+        let mut crtcs = [0u32; 8];
+        let mut connectors = [0u32; 8];
+        let mut arg = drm_mode_card_res {
+            crtc_id_ptr: crtcs.as_mut_ptr() as u64,
+            connector_id_ptr: connectors.as_mut_ptr() as u64,
+            count_crtcs: 8,
+            count_connectors: 8,
+            ..Default::default()
+        };
+        // SAFETY: the CRTC and connector pointers point at live arrays of 8
+        // u32 each, and the counts say so; fb and encoder counts are 0, so
+        // their null pointers are never written.
+        unsafe { drm_ioctl(&self.file, DRM_IOCTL_MODE_GETRESOURCES, &mut arg)? };
+        if arg.count_crtcs == 0 || arg.count_connectors == 0 {
+            return Err(io::Error::from_raw_os_error(libc::ENODEV));
+        }
+        Ok((crtcs[0], connectors[0]))
+    }
+
+    /// `DRM_IOCTL_MODE_ADDFB2`: an XRGB8888 framebuffer of `width` x
+    /// `height` pixels over the whole object `handle`; returns its id.
+    pub fn add_fb(&self, handle: u32, width: u32, height: u32) -> io::Result<u32> {
+        let mut arg = drm_mode_fb_cmd2 {
+            width,
+            height,
+            pixel_format: DRM_FORMAT_XRGB8888,
+            handles: [handle, 0, 0, 0],
+            pitches: [width * BYTES_PER_PIXEL, 0, 0, 0],
+            ..Default::default()
+        };
+        // SAFETY: plain-data argument struct matching the request.
+        unsafe { drm_ioctl(&self.file, DRM_IOCTL_MODE_ADDFB2, &mut arg)? };
+        Ok(arg.fb_id)
+    }
+
+    /// `DRM_IOCTL_MODE_RMFB` (disables the CRTC if it shows the framebuffer).
+    pub fn remove_fb(&self, fb_id: u32) -> io::Result<()> {
+        let mut arg = fb_id;
+        // SAFETY: the request takes a u32 framebuffer id.
+        unsafe { drm_ioctl(&self.file, DRM_IOCTL_MODE_RMFB, &mut arg) }
+    }
+
+    /// `DRM_IOCTL_MODE_SETCRTC`: shows framebuffer `fb_id` on `crtc` driving
+    /// `connector`, with a user-defined `width` x `height` mode at 60 Hz.
+    /// For a guest blob the driver sends SET_SCANOUT_BLOB and a
+    /// RESOURCE_FLUSH, both of which make the device read the blob.
+    pub fn set_crtc(
+        &self,
+        crtc: u32,
+        connector: u32,
+        fb_id: u32,
+        width: u32,
+        height: u32,
+    ) -> io::Result<()> {
+        let mut connectors = [connector];
+        let mut arg = drm_mode_crtc {
+            set_connectors_ptr: connectors.as_mut_ptr() as u64,
+            count_connectors: 1,
+            crtc_id: crtc,
+            fb_id,
+            mode_valid: 1,
+            mode: user_mode(width, height)?,
+            ..Default::default()
+        };
+        // SAFETY: `set_connectors_ptr` points at one live u32 as
+        // `count_connectors` says; the rest is plain data.
+        unsafe { drm_ioctl(&self.file, DRM_IOCTL_MODE_SETCRTC, &mut arg) }
+    }
+
+    /// `DRM_IOCTL_MODE_DIRTYFB` of the whole framebuffer: the driver sends
+    /// RESOURCE_FLUSH.
+    pub fn dirty_fb(&self, fb_id: u32) -> io::Result<()> {
+        let mut arg = drm_mode_fb_dirty_cmd {
+            fb_id,
+            ..Default::default()
+        };
+        // SAFETY: plain-data argument struct; no clips, so `clips_ptr` is
+        // never read.
+        unsafe { drm_ioctl(&self.file, DRM_IOCTL_MODE_DIRTYFB, &mut arg) }
+    }
+
     /// `DRM_IOCTL_GEM_CLOSE`.
     pub fn gem_close(&self, handle: u32) -> io::Result<()> {
         let mut arg = drm_gem_close { handle, pad: 0 };
         // SAFETY: plain-data argument struct matching the request.
         unsafe { drm_ioctl(&self.file, DRM_IOCTL_GEM_CLOSE, &mut arg) }
     }
+}
+
+/// A user-defined mode of `width` x `height` at 60 Hz with CVT-like
+/// blanking (the driver accepts any mode; the device has no timings).
+pub fn user_mode(width: u32, height: u32) -> io::Result<drm_mode_modeinfo> {
+    let too_big = || io::Error::from_raw_os_error(libc::EOVERFLOW);
+    let h = |v: u32| u16::try_from(v).map_err(|_| too_big());
+    let htotal = width + 320;
+    let vtotal = height + 38;
+    let clock = u64::from(htotal) * u64::from(vtotal) * 60 / 1000;
+    let mut name = [0u8; 32];
+    let text = format!("{width}x{height}");
+    let n = text.len().min(31);
+    name[..n].copy_from_slice(&text.as_bytes()[..n]);
+    Ok(drm_mode_modeinfo {
+        clock: u32::try_from(clock).map_err(|_| too_big())?,
+        hdisplay: h(width)?,
+        hsync_start: h(width + 48)?,
+        hsync_end: h(width + 160)?,
+        htotal: h(htotal)?,
+        hskew: 0,
+        vdisplay: h(height)?,
+        vsync_start: h(height + 3)?,
+        vsync_end: h(height + 9)?,
+        vtotal: h(vtotal)?,
+        vscan: 0,
+        vrefresh: 60,
+        flags: 0,
+        r#type: DRM_MODE_TYPE_USERDEF,
+        name,
+    })
 }
 
 /// A shared mapping of a GEM object, unmapped on drop.
@@ -573,6 +869,12 @@ mod tests {
         assert_eq!(std::mem::size_of::<drm_virtgpu_3d_wait>(), 8);
         assert_eq!(std::mem::size_of::<drm_virtgpu_resource_create_blob>(), 48);
         assert_eq!(std::mem::size_of::<drm_virtgpu_madvise>(), 16);
+        assert_eq!(std::mem::size_of::<drm_virtgpu_resource_info>(), 16);
+        assert_eq!(std::mem::size_of::<drm_mode_card_res>(), 64);
+        assert_eq!(std::mem::size_of::<drm_mode_modeinfo>(), 68);
+        assert_eq!(std::mem::size_of::<drm_mode_crtc>(), 104);
+        assert_eq!(std::mem::size_of::<drm_mode_fb_cmd2>(), 104);
+        assert_eq!(std::mem::size_of::<drm_mode_fb_dirty_cmd>(), 24);
     }
 
     #[test]
@@ -588,6 +890,13 @@ mod tests {
         assert_eq!(DRM_IOCTL_VIRTGPU_WAIT, 0xc008_6448);
         assert_eq!(DRM_IOCTL_VIRTGPU_RESOURCE_CREATE_BLOB, 0xc030_644a);
         assert_eq!(DRM_IOCTL_VIRTGPU_MADVISE, 0xc010_644c);
+        assert_eq!(DRM_IOCTL_VIRTGPU_RESOURCE_INFO, 0xc010_6445);
+        assert_eq!(DRM_IOCTL_MODE_GETRESOURCES, 0xc040_64a0);
+        assert_eq!(DRM_IOCTL_MODE_SETCRTC, 0xc068_64a2);
+        assert_eq!(DRM_IOCTL_MODE_RMFB, 0xc004_64af);
+        assert_eq!(DRM_IOCTL_MODE_DIRTYFB, 0xc018_64b1);
+        assert_eq!(DRM_IOCTL_MODE_ADDFB2, 0xc068_64b8);
+        assert_eq!(DRM_FORMAT_XRGB8888, 0x3432_5258);
     }
 
     #[test]

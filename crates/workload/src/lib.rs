@@ -63,6 +63,8 @@
 //! | `pressure_bytes` | u64 | anonymous bytes allocated and touched |
 //! | `phases_ms` | object | `create`, `fill`, `pressure`, `reuse_verify`, `teardown`: wall ms (create and fill are interleaved per object and summed separately) |
 //! | `transfers` | u64 | `TRANSFER_TO_HOST` ioctls issued (1 + rounds per retained 2D object) |
+//! | `scanouts` | u64 | blob uses: ADDFB2 + SETCRTC (SET_SCANOUT_BLOB + RESOURCE_FLUSH) + DIRTYFB (RESOURCE_FLUSH), 1 + rounds per retained blob |
+//! | `device_reads` | [object]/null | with `--device-digests`: per object `object`, `resource_id`, rectangle `x`,`y`,`w`,`h`, `fnv1a64` (FNV-1a 64 of the pattern over the rectangle, rows of `w*4` bytes at `row*stride + x*4`, stride `w*4`) and `reads` (uses that made the device read it) |
 //! | `shrinker` | object/null | delta over the run of every counter in `/sys/kernel/debug/dri/0/virtio-gpu-shrinker`; null if the file does not exist |
 //! | `vmstat` | object | delta of `pswpin`, `pswpout`, `oom_kill` from `/proc/vmstat` |
 //! | `madvise` | object | `dontneed` (marked), `purged` (WILLNEED returned retained=0), `retained` |

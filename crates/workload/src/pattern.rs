@@ -32,6 +32,59 @@ pub fn fill(words: &mut [u64], seed: u64, object: u64) {
     }
 }
 
+/// FNV-1a 64 offset basis.
+pub const FNV_OFFSET_BASIS: u64 = 0xcbf2_9ce4_8422_2325;
+/// FNV-1a 64 prime.
+pub const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
+
+/// Feeds `bytes` into an FNV-1a 64 state.
+pub fn fnv1a64_update(mut hash: u64, bytes: &[u8]) -> u64 {
+    for &b in bytes {
+        hash ^= u64::from(b);
+        hash = hash.wrapping_mul(FNV_PRIME);
+    }
+    hash
+}
+
+/// A rectangle of an object seen as rows of `stride` bytes: `w * 4` bytes
+/// per row at byte `row * stride + x * 4`, rows `y..y + h`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rect {
+    /// Origin x, in 4-byte pixels.
+    pub x: u32,
+    /// Origin y, in rows.
+    pub y: u32,
+    /// Width, in 4-byte pixels.
+    pub w: u32,
+    /// Height, in rows.
+    pub h: u32,
+    /// Bytes per row.
+    pub stride: u32,
+}
+
+/// The FNV-1a 64 digest of `rect` of object `object` as [`fill`] writes it,
+/// computed from the pattern alone (no memory is read): what a device that
+/// reads the rectangle from the right pages must find. Word `i` occupies
+/// bytes `8 * i .. 8 * i + 8`, little-endian.
+pub fn rect_digest(seed: u64, object: u64, rect: Rect) -> u64 {
+    let mut hash = FNV_OFFSET_BASIS;
+    let row_bytes = u64::from(rect.w) * 4;
+    for row in u64::from(rect.y)..u64::from(rect.y) + u64::from(rect.h) {
+        let start = row * u64::from(rect.stride) + u64::from(rect.x) * 4;
+        let end = start + row_bytes;
+        let mut off = start;
+        while off < end {
+            let index = off / 8;
+            let bytes = word(seed, object, index).to_le_bytes();
+            let from = usize::try_from(off % 8).unwrap_or(0);
+            let to = usize::try_from((end - index * 8).min(8)).unwrap_or(8);
+            hash = fnv1a64_update(hash, &bytes[from..to]);
+            off = index * 8 + 8;
+        }
+    }
+    hash
+}
+
 /// Result of checking an object's content.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Verification {
@@ -125,6 +178,60 @@ mod tests {
         let v = verify(&buf, 7, 3);
 
         assert!(v.mismatched_bytes > 4000);
+    }
+
+    #[test]
+    fn test_fnv1a64_known_vectors() {
+        // Reference values of the FNV-1a 64 test suite.
+        assert_eq!(fnv1a64_update(FNV_OFFSET_BASIS, b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(
+            fnv1a64_update(FNV_OFFSET_BASIS, b"a"),
+            0xaf63_dc4c_8601_ec8c
+        );
+        assert_eq!(
+            fnv1a64_update(FNV_OFFSET_BASIS, b"foobar"),
+            0x8594_4171_f739_67e8
+        );
+    }
+
+    #[test]
+    fn test_rect_digest_whole_object_equals_digest_of_filled_bytes() {
+        let mut buf = vec![0u64; 2048];
+        fill(&mut buf, 5, 2);
+        let bytes: Vec<u8> = buf.iter().flat_map(|w| w.to_le_bytes()).collect();
+        let rect = Rect {
+            x: 0,
+            y: 0,
+            w: 1024,
+            h: 4,
+            stride: 4096,
+        };
+
+        let d = rect_digest(5, 2, rect);
+
+        assert_eq!(d, fnv1a64_update(FNV_OFFSET_BASIS, &bytes));
+    }
+
+    #[test]
+    fn test_rect_digest_sub_rectangle_reads_rows_at_stride() {
+        let mut buf = vec![0u64; 2048];
+        fill(&mut buf, 5, 2);
+        let bytes: Vec<u8> = buf.iter().flat_map(|w| w.to_le_bytes()).collect();
+        // 3 pixels from x = 1 in rows 1 and 2 of a 4096-byte stride.
+        let mut want = FNV_OFFSET_BASIS;
+        for row in 1..3usize {
+            let start = row * 4096 + 4;
+            want = fnv1a64_update(want, &bytes[start..start + 12]);
+        }
+        let rect = Rect {
+            x: 1,
+            y: 1,
+            w: 3,
+            h: 2,
+            stride: 4096,
+        };
+
+        assert_eq!(rect_digest(5, 2, rect), want);
     }
 
     #[test]

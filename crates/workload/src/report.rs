@@ -63,6 +63,30 @@ pub struct KernelLogReport {
     pub warning_lines: Vec<String>,
 }
 
+/// One object the device was made to read, for the host-side content
+/// check (`--device-digests`).
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct DeviceRead {
+    /// Object index.
+    pub object: u64,
+    /// Host resource id (`VIRTGPU_RESOURCE_INFO`).
+    pub resource_id: u32,
+    /// Rectangle origin x, in pixels.
+    pub x: u32,
+    /// Rectangle origin y, in pixels.
+    pub y: u32,
+    /// Rectangle width, in pixels.
+    pub w: u32,
+    /// Rectangle height, in pixels.
+    pub h: u32,
+    /// FNV-1a 64 of the written pattern over the rectangle, 16 lowercase
+    /// hex digits.
+    pub fnv1a64: String,
+    /// Uses that made the device read the rectangle (fill, then one per
+    /// reuse round, after swap-in).
+    pub reads: u64,
+}
+
 /// One run's report, printed as a single JSON line.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Report {
@@ -114,6 +138,10 @@ pub struct Report {
     pub phases_ms: PhasesMs,
     /// TRANSFER_TO_HOST ioctls issued.
     pub transfers: u64,
+    /// Blob scanouts (ADDFB2 + SETCRTC + DIRTYFB) issued.
+    pub scanouts: u64,
+    /// Per object, what the device must have read (`--device-digests`).
+    pub device_reads: Option<Vec<DeviceRead>>,
     /// Delta of every counter in the shrinker debugfs file, `null` if absent.
     pub shrinker: Option<Counters>,
     /// Delta of `pswpin`, `pswpout`, `oom_kill` from `/proc/vmstat`.

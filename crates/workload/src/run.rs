@@ -8,7 +8,7 @@ use crate::drm::{self, Card};
 use crate::error::{chain_to_string, WorkloadError};
 use crate::kmsg::{KernelLog, KmsgWatch};
 use crate::pattern;
-use crate::report::{DeviceParams, KernelLogReport, Report};
+use crate::report::{DeviceParams, DeviceRead, KernelLogReport, Report};
 use crate::sysinfo::{self, Counters};
 
 /// One buffer object the run created. Kept small: the run may hold thousands.
@@ -105,7 +105,12 @@ pub fn run(cfg: &Config) -> Report {
     let mut kmsg = KmsgWatch::start(&cfg.kmsg)
         .inspect_err(|e| eprintln!("vugpu-workload: not watching {}: {e}", cfg.kmsg.display()))
         .ok();
-    let outcome = Workload::new(cfg, &mut report).and_then(|mut w| w.execute());
+    let outcome = Workload::new(cfg, &mut report).and_then(|mut w| {
+        let r = w.execute();
+        // Also after a failure: the objects the device read so far.
+        w.report_reads();
+        r
+    });
     let end = Snapshot::take(cfg);
     let mut klog = KernelLog::default();
     report.kernel_log = kmsg
@@ -154,6 +159,15 @@ pub fn run(cfg: &Config) -> Report {
     report
 }
 
+/// The display path blobs are shown through: the first CRTC and connector
+/// and the framebuffer on screen.
+#[derive(Debug, Clone, Copy)]
+struct Kms {
+    crtc: u32,
+    connector: u32,
+    shown: Option<u32>,
+}
+
 /// A run in progress: the card, the objects and the report being filled in.
 struct Workload<'a> {
     cfg: &'a Config,
@@ -161,6 +175,9 @@ struct Workload<'a> {
     card: Card,
     geo: Geometry,
     objects: Vec<Object>,
+    kms: Option<Kms>,
+    /// Per object, what the device was made to read (`--device-digests`).
+    reads: Vec<Option<DeviceRead>>,
 }
 
 impl<'a> Workload<'a> {
@@ -207,6 +224,24 @@ impl<'a> Workload<'a> {
         if cfg.kind == Kind::Blob && report.params.resource_blob != Some(true) {
             return Err(WorkloadError::BlobUnsupported);
         }
+        // Blobs are read by the device in place, only when scanned out: the
+        // run shows each one on the first CRTC (it is DRM master, being the
+        // card's first opener).
+        let kms = if cfg.kind == Kind::Blob && !cfg.smoke {
+            let (crtc, connector) =
+                card.first_crtc_and_connector()
+                    .map_err(|source| WorkloadError::DeviceIoctl {
+                        op: "DRM_IOCTL_MODE_GETRESOURCES",
+                        source,
+                    })?;
+            Some(Kms {
+                crtc,
+                connector,
+                shown: None,
+            })
+        } else {
+            None
+        };
         let capacity = usize::try_from(count)
             .map_err(|_| WorkloadError::Config(format!("object count {count} too large")))?;
         eprintln!(
@@ -227,6 +262,8 @@ impl<'a> Workload<'a> {
             card,
             geo,
             objects: Vec::with_capacity(capacity),
+            kms,
+            reads: Vec::new(),
         })
     }
 
@@ -243,6 +280,14 @@ impl<'a> Workload<'a> {
     /// signals the driver has logged any error response of the run.
     fn teardown(&mut self) -> Result<(), WorkloadError> {
         let t = Instant::now();
+        if let Some(fb) = self.kms.as_mut().and_then(|k| k.shown.take()) {
+            self.card
+                .remove_fb(fb)
+                .map_err(|source| WorkloadError::DeviceIoctl {
+                    op: "DRM_IOCTL_MODE_RMFB",
+                    source,
+                })?;
+        }
         for (index, obj) in (0u64..).zip(std::mem::take(&mut self.objects)) {
             self.card
                 .gem_close(obj.handle)
@@ -352,23 +397,110 @@ impl<'a> Workload<'a> {
         Ok(())
     }
 
-    /// TRANSFER_TO_HOST (2D only: 6.12 rejects it for guest blobs, which the
-    /// device reads in place) and WAIT.
+    /// Makes the device read the whole object, then WAITs: TRANSFER_TO_HOST
+    /// for 2D (6.12 rejects it for guest blobs); for blobs, which the device
+    /// reads in place, a framebuffer shown on the CRTC (SET_SCANOUT_BLOB +
+    /// RESOURCE_FLUSH) and flushed again (DIRTYFB). Either way a patched
+    /// guest must re-attach evicted backing first. With `--device-digests`
+    /// the read is recorded for the host-side content check.
     fn send_to_device(&mut self, index: u64, handle: u32) -> Result<(), WorkloadError> {
         let err = |op, source| WorkloadError::ObjectIoctl {
             op,
             object: index,
             source,
         };
-        if self.cfg.kind == Kind::TwoD {
-            self.card
-                .transfer_to_host_2d(handle, self.geo.width, self.geo.height)
-                .map_err(|e| err("DRM_IOCTL_VIRTGPU_TRANSFER_TO_HOST", e))?;
-            self.report.transfers += 1;
+        match self.kms {
+            None if self.cfg.kind == Kind::TwoD => {
+                self.card
+                    .transfer_to_host_2d(handle, self.geo.width, self.geo.height)
+                    .map_err(|e| err("DRM_IOCTL_VIRTGPU_TRANSFER_TO_HOST", e))?;
+                self.report.transfers += 1;
+            }
+            None => {}
+            Some(mut kms) => {
+                let (w, h) = (self.geo.width, self.geo.height);
+                let fb = self
+                    .card
+                    .add_fb(handle, w, h)
+                    .map_err(|e| err("DRM_IOCTL_MODE_ADDFB2", e))?;
+                let shown = self
+                    .card
+                    .set_crtc(kms.crtc, kms.connector, fb, w, h)
+                    .map_err(|e| err("DRM_IOCTL_MODE_SETCRTC", e))
+                    .and_then(|()| {
+                        self.card
+                            .dirty_fb(fb)
+                            .map_err(|e| err("DRM_IOCTL_MODE_DIRTYFB", e))
+                    });
+                if let Err(e) = shown {
+                    let _ = self.card.remove_fb(fb);
+                    return Err(e);
+                }
+                if let Some(old) = kms.shown.replace(fb) {
+                    self.card
+                        .remove_fb(old)
+                        .map_err(|e| err("DRM_IOCTL_MODE_RMFB", e))?;
+                }
+                self.kms = Some(kms);
+                self.report.scanouts += 1;
+            }
         }
         self.card
             .wait(handle)
-            .map_err(|e| err("DRM_IOCTL_VIRTGPU_WAIT", e))
+            .map_err(|e| err("DRM_IOCTL_VIRTGPU_WAIT", e))?;
+        if self.cfg.device_digests {
+            self.record_read(index, handle)?;
+        }
+        Ok(())
+    }
+
+    /// Puts the recorded device reads into the report (`--device-digests`).
+    fn report_reads(&mut self) {
+        if self.cfg.device_digests {
+            self.report.device_reads = Some(self.reads.iter().flatten().cloned().collect());
+        }
+    }
+
+    /// Counts one device read of object `index`; the first one also looks
+    /// up its resource id and computes the digest of the pattern over the
+    /// whole object (the rectangle every use makes the device read).
+    fn record_read(&mut self, index: u64, handle: u32) -> Result<(), WorkloadError> {
+        let slot = usize::try_from(index)
+            .map_err(|_| WorkloadError::Config(format!("object index {index} too large")))?;
+        if self.reads.len() <= slot {
+            self.reads.resize(slot + 1, None);
+        }
+        if let Some(r) = self.reads[slot].as_mut() {
+            r.reads += 1;
+            return Ok(());
+        }
+        let resource_id =
+            self.card
+                .resource_id(handle)
+                .map_err(|source| WorkloadError::ObjectIoctl {
+                    op: "DRM_IOCTL_VIRTGPU_RESOURCE_INFO",
+                    object: index,
+                    source,
+                })?;
+        let rect = pattern::Rect {
+            x: 0,
+            y: 0,
+            w: self.geo.width,
+            h: self.geo.height,
+            stride: self.geo.width * drm::BYTES_PER_PIXEL,
+        };
+        let digest = pattern::rect_digest(self.cfg.seed, index, rect);
+        self.reads[slot] = Some(DeviceRead {
+            object: index,
+            resource_id,
+            x: rect.x,
+            y: rect.y,
+            w: rect.w,
+            h: rect.h,
+            fnv1a64: format!("{digest:016x}"),
+            reads: 1,
+        });
+        Ok(())
     }
 
     /// Phase 2: allocate and touch `pressure_bytes` of anonymous memory, page
@@ -506,6 +638,7 @@ mod tests {
             rounds: 1,
             inject_corruption: None,
             use_madvise: false,
+            device_digests: false,
             scenario: "unit".into(),
             smoke: false,
             card: PathBuf::from(card),

@@ -11,6 +11,8 @@
 pub mod error;
 pub mod guest;
 pub mod http;
+pub mod libvirt;
+pub mod png_screen;
 pub mod ppm;
 pub mod process;
 pub mod prom;

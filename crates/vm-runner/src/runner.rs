@@ -24,6 +24,7 @@ use serde_json::Value;
 use crate::error::{fs_err, Error};
 use crate::guest::{parse_result_log, GuestOutput};
 use crate::http::scrape_unix;
+use crate::libvirt;
 use crate::ppm::check_ppm;
 use crate::process::{describe, Proc, Stopped};
 use crate::prom::Metrics;
@@ -36,20 +37,20 @@ use crate::verdict::{self, Evidence, Outcome, PressureKind, ScreenCheck, Verdict
 /// How long the daemon may take to create its socket.
 const DAEMON_START: Duration = Duration::from_secs(15);
 /// How long the guest may take to power off after its status line.
-const GUEST_POWEROFF: Duration = Duration::from_secs(20);
+pub(crate) const GUEST_POWEROFF: Duration = Duration::from_secs(20);
 /// How long the daemon may take to exit after QEMU disconnected.
 const DAEMON_EXIT: Duration = Duration::from_secs(15);
 /// SIGTERM-to-SIGKILL grace period.
-const GRACE: Duration = Duration::from_secs(10);
+pub(crate) const GRACE: Duration = Duration::from_secs(10);
 /// Timeout of one QMP or metrics request.
-const IO_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const IO_TIMEOUT: Duration = Duration::from_secs(10);
 /// Poll period of the main wait loop.
-const POLL: Duration = Duration::from_millis(200);
+pub(crate) const POLL: Duration = Duration::from_millis(200);
 /// Display size the daemon is started with (and the smoke screendump must
 /// have).
 pub const DISPLAY: (u32, u32) = (1280, 800);
 /// Longest unix socket path (sun_path is 108 bytes with the NUL).
-const MAX_SOCKET_PATH: usize = 107;
+pub(crate) const MAX_SOCKET_PATH: usize = 107;
 
 /// Accelerator selection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -165,19 +166,19 @@ impl Config {
 }
 
 /// Files of one scenario run.
-struct Paths {
-    dir: PathBuf,
-    commands: PathBuf,
-    console: PathBuf,
-    result: PathBuf,
-    qmp: PathBuf,
-    vhost: PathBuf,
-    metrics_sock: PathBuf,
-    swap: PathBuf,
+pub(crate) struct Paths {
+    pub(crate) dir: PathBuf,
+    pub(crate) commands: PathBuf,
+    pub(crate) console: PathBuf,
+    pub(crate) result: PathBuf,
+    pub(crate) qmp: PathBuf,
+    pub(crate) vhost: PathBuf,
+    pub(crate) metrics_sock: PathBuf,
+    pub(crate) swap: PathBuf,
 }
 
 impl Paths {
-    fn new(dir: PathBuf) -> Self {
+    pub(crate) fn new(dir: PathBuf) -> Self {
         Self {
             commands: dir.join("commands.txt"),
             console: dir.join("console.log"),
@@ -191,7 +192,7 @@ impl Paths {
     }
 
     /// Creates the directory and removes what a previous run left.
-    fn prepare(&self) -> Result<(), Error> {
+    pub(crate) fn prepare(&self) -> Result<(), Error> {
         fs::create_dir_all(&self.dir).map_err(fs_err("create", &self.dir))?;
         for stale in [
             &self.commands,
@@ -211,20 +212,20 @@ impl Paths {
         Ok(())
     }
 
-    fn file(&self, name: &str) -> PathBuf {
+    pub(crate) fn file(&self, name: &str) -> PathBuf {
         self.dir.join(name)
     }
 }
 
 /// Harness-level failures and notes of one scenario.
 #[derive(Default)]
-struct Harness {
-    failures: Vec<String>,
-    notes: Vec<String>,
+pub(crate) struct Harness {
+    pub(crate) failures: Vec<String>,
+    pub(crate) notes: Vec<String>,
 }
 
 impl Harness {
-    fn fail(&mut self, msg: String) {
+    pub(crate) fn fail(&mut self, msg: String) {
         warn!("{msg}");
         self.failures.push(msg);
     }
@@ -232,11 +233,11 @@ impl Harness {
 
 /// What one scenario produced.
 #[derive(Default)]
-struct Collected {
-    guest: GuestOutput,
-    metrics: Option<Metrics>,
-    screen: Option<Result<ScreenCheck, String>>,
-    console_oom: Option<String>,
+pub(crate) struct Collected {
+    pub(crate) guest: GuestOutput,
+    pub(crate) metrics: Option<Metrics>,
+    pub(crate) screen: Option<Result<ScreenCheck, String>>,
+    pub(crate) console_oom: Option<String>,
 }
 
 /// Why the wait for the guest ended.
@@ -250,7 +251,7 @@ enum Ending {
 }
 
 /// Prints a command and appends it to `commands.txt`.
-fn record_command(paths: &Paths, words: &[String], env: &str) -> Result<(), Error> {
+pub(crate) fn record_command(paths: &Paths, words: &[String], env: &str) -> Result<(), Error> {
     let line = format!("{env}{}", shell_line(words));
     eprintln!("vugpu-vm: $ {line}");
     let mut f = OpenOptions::new()
@@ -267,14 +268,14 @@ fn log_file(path: &Path) -> Result<(File, File), Error> {
     Ok((f, g))
 }
 
-fn read_lossy(path: &Path) -> String {
+pub(crate) fn read_lossy(path: &Path) -> String {
     fs::read(path)
         .map(|b| String::from_utf8_lossy(&b).into_owned())
         .unwrap_or_default()
 }
 
 /// The last `n` non-empty lines of a log, joined with " | ".
-fn tail(path: &Path, n: usize) -> String {
+pub(crate) fn tail(path: &Path, n: usize) -> String {
     let text = read_lossy(path);
     let lines: Vec<&str> = text
         .lines()
@@ -284,7 +285,7 @@ fn tail(path: &Path, n: usize) -> String {
     lines[lines.len().saturating_sub(n)..].join(" | ")
 }
 
-fn spawn(
+pub(crate) fn spawn(
     name: &'static str,
     words: &[String],
     log: &Path,
@@ -346,7 +347,7 @@ fn qmp_status(qmp: &mut Option<Qmp>, path: &Path) -> Option<String> {
 }
 
 /// First console line reporting an out-of-memory outcome, if any.
-fn console_oom(console: &str) -> Option<String> {
+pub(crate) fn console_oom(console: &str) -> Option<String> {
     console
         .lines()
         .find(|l| l.contains("Out of memory") || l.contains("deadlocked on memory"))
@@ -354,7 +355,7 @@ fn console_oom(console: &str) -> Option<String> {
 }
 
 /// First console line reporting a kernel panic or BUG, if any.
-fn console_fatal(console: &str) -> Option<String> {
+pub(crate) fn console_fatal(console: &str) -> Option<String> {
     console
         .lines()
         .find(|l| l.contains("Kernel panic") || l.contains("BUG:") || l.contains("Oops:"))
@@ -364,7 +365,7 @@ fn console_fatal(console: &str) -> Option<String> {
 /// The guest watchdog: fires well before the host deadline so that a stuck
 /// workload is reported by the guest (with its counters) rather than only
 /// by the host timeout.
-fn guest_timeout(host: Duration) -> Option<u64> {
+pub(crate) fn guest_timeout(host: Duration) -> Option<u64> {
     let secs = host.as_secs();
     let margin = (secs / 4).clamp(10, 60);
     (secs > margin + 10).then(|| secs - margin)
@@ -678,7 +679,7 @@ impl Screen {
     }
 }
 
-fn scrape_with_retry(sock: &Path) -> Result<String, Error> {
+pub(crate) fn scrape_with_retry(sock: &Path) -> Result<String, Error> {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         match scrape_unix(sock, IO_TIMEOUT) {
@@ -709,6 +710,7 @@ fn judge(s: Scenario, c: &Collected) -> Verdict {
     match s {
         Scenario::Smoke => verdict::smoke(&ev, DISPLAY),
         Scenario::Evict => verdict::evict(&ev, PressureKind::TwoD),
+        Scenario::Libvirt => libvirt::judge(&ev, DISPLAY),
         Scenario::Blob => verdict::evict(&ev, PressureKind::Blob),
         Scenario::Purge => verdict::purge(&ev),
         Scenario::Baseline => verdict::baseline(&ev),
@@ -736,6 +738,9 @@ fn device_listed(help: &str, name: &str) -> bool {
 
 /// Why `s` cannot run with this QEMU, if it cannot.
 fn unsupported(cfg: &Config, s: Scenario) -> Option<String> {
+    if s == Scenario::Libvirt {
+        return libvirt::unsupported();
+    }
     if s.device() != Device::VhostUserDevice {
         return None;
     }
@@ -764,7 +769,11 @@ fn run_scenario(cfg: &Config, s: Scenario, accel: Accel) -> ScenarioSummary {
             eprintln!("vugpu-vm: {reason}");
             Collected::default()
         }
-        None => match execute(cfg, s, accel, &paths, &mut h) {
+        None => match if s == Scenario::Libvirt {
+            libvirt::execute(cfg, &paths, &mut h)
+        } else {
+            execute(cfg, s, accel, &paths, &mut h)
+        } {
             Ok(c) => c,
             Err(e) => {
                 h.fail(format!("harness error: {}", error_chain(&e)));
@@ -912,6 +921,10 @@ pub fn run(cfg: &Config) -> Result<Option<Summary>, Error> {
         for &s in &cfg.scenarios {
             let paths = Paths::new(cfg.run_dir.join(s.name()));
             println!("# scenario {}", s.name());
+            if s == Scenario::Libvirt {
+                print!("{}", libvirt::dry_run(cfg, &paths)?);
+                continue;
+            }
             if s.needs_daemon() {
                 let words = daemon_words(cfg, s, &paths)?;
                 println!("RUST_LOG=info {} &", shell_line(&words));
@@ -927,7 +940,7 @@ pub fn run(cfg: &Config) -> Result<Option<Summary>, Error> {
     let scenarios: Vec<ScenarioSummary> = cfg
         .scenarios
         .iter()
-        .map(|&s| run_scenario(cfg, s, accel))
+        .map(|&s| run_scenario(cfg, s, libvirt::accel_for(s, accel)))
         .collect();
     let summary = Summary {
         passed: scenarios

@@ -41,6 +41,12 @@ pub enum Scenario {
     /// C reference backend, `--reference-daemon`): guest-side checks only.
     /// Not part of `all`.
     Reference,
+    /// The evict workload in a transient TCG domain started by libvirt,
+    /// which launches the daemon itself through its vhost-user descriptor
+    /// (`--print-capabilities`, `--fd=N`); display checked through `virsh
+    /// screenshot`. Not part of `all` (needs libvirt: `ci/install-deps.sh
+    /// libvirt`).
+    Libvirt,
 }
 
 /// Which guest kernel a scenario boots.
@@ -86,6 +92,7 @@ impl Scenario {
             Self::QemuBuiltin => "qemu-builtin",
             Self::Blob => "blob",
             Self::Reference => "reference",
+            Self::Libvirt => "libvirt",
         }
     }
 
@@ -121,7 +128,9 @@ impl Scenario {
     pub fn workload_args(self) -> Vec<String> {
         let mut args: Vec<&str> = match self {
             Self::Smoke => vec!["--smoke"],
-            Self::Evict | Self::QemuBuiltin | Self::Reference => PRESSURE_ARGS.to_vec(),
+            Self::Evict | Self::QemuBuiltin | Self::Reference | Self::Libvirt => {
+                PRESSURE_ARGS.to_vec()
+            }
             Self::Purge => [&PRESSURE_ARGS[..], &["--dontneed-every", "2"]].concat(),
             Self::Baseline => [&PRESSURE_ARGS[..], &["--no-madvise"]].concat(),
             Self::Blob => {
@@ -146,7 +155,7 @@ impl Scenario {
     pub fn init_scenario(self) -> &'static str {
         match self {
             Self::Smoke => "smoke",
-            Self::Evict | Self::QemuBuiltin | Self::Reference => "evict",
+            Self::Evict | Self::QemuBuiltin | Self::Reference | Self::Libvirt => "evict",
             Self::Purge => "custom",
             Self::Baseline => "baseline",
             Self::Blob => "evict-blob",
@@ -155,14 +164,14 @@ impl Scenario {
 
     /// The kernel command line.
     ///
-    /// smoke also logs to the framebuffer console (`console=tty0` first, so
-    /// `/dev/console` stays on the serial port) so that its screendump shows
-    /// text drawn by the guest rather than only the cursor.
+    /// smoke and libvirt also log to the framebuffer console (`console=tty0`
+    /// first, so `/dev/console` stays on the serial port) so that their
+    /// screenshots show text drawn by the guest rather than only the cursor.
     ///
     /// `guest_timeout` arms `/init`'s watchdog (`vugpu.timeout=`), which
     /// reports a stuck workload as a FAIL line before the host deadline.
     pub fn kernel_cmdline(self, guest_timeout: Option<u64>) -> String {
-        let consoles = if self == Self::Smoke {
+        let consoles = if matches!(self, Self::Smoke | Self::Libvirt) {
             "console=tty0 console=ttyS0"
         } else {
             "console=ttyS0"

@@ -5,7 +5,9 @@
 # time from the machine's existing Debian source entry (deb822 or one-line
 # format), so no mirror host name is written into the repository.
 #
-# Usage: ci/install-deps.sh [host|kernel|guest|all]...   (default: all)
+# Usage: ci/install-deps.sh [host|kernel|guest|libvirt|all]...   (default: all)
+#
+# libvirt is not part of all: only the libvirt scenario needs it.
 set -euo pipefail
 
 say() { printf 'install-deps: %s\n' "$*" >&2; }
@@ -103,6 +105,26 @@ install_guest() {
 	install_missing -- busybox-static cpio gzip
 }
 
+# libvirt for the libvirt scenario (libvirtd, virtlogd, the QEMU driver,
+# virsh), 11.x from bookworm-backports: it knows QEMU 10's machine types.
+# Each package is pinned to the suite on its own (pkg/suite) rather than
+# with -t, which would also pull systemd and friends from backports. Not
+# libvirt-daemon-system: no service units, no users; the runner starts
+# virtlogd and libvirtd itself with private configuration.
+install_libvirt() {
+	ensure_backports
+	local pkgs=(libvirt-daemon libvirt-daemon-driver-qemu libvirt-daemon-log
+		libvirt-daemon-common libvirt-common libvirt0 libvirt-clients)
+	local missing=() p
+	for p in "${pkgs[@]}"; do
+		dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' ||
+			missing+=("$p/bookworm-backports")
+	done
+	[ ${#missing[@]} -eq 0 ] && return 0
+	install_missing -- "${missing[@]}"
+	command -v virsh >/dev/null || die "libvirt installed but virsh is missing"
+}
+
 main() {
 	# Everything goes to stderr: callers print their own results on stdout.
 	exec 1>&2
@@ -114,8 +136,9 @@ main() {
 		host) install_host ;;
 		kernel) install_kernel ;;
 		guest) install_guest ;;
+		libvirt) install_libvirt ;;
 		all) install_host; install_kernel; install_guest ;;
-		*) die "unknown group '$w' (host, kernel, guest, all)" ;;
+		*) die "unknown group '$w' (host, kernel, guest, libvirt, all)" ;;
 		esac
 	done
 }

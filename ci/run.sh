@@ -5,7 +5,8 @@
 #
 # Usage: ci/run.sh [SCENARIO...] [-- VUGPU-VM-OPTION...]
 #
-#   SCENARIO   smoke evict purge baseline qemu-builtin blob, or all
+#   SCENARIO   smoke evict purge baseline qemu-builtin blob, or all; also
+#              libvirt, host-memory, host-memory-baseline (not in all)
 #              (default: evict)
 #   after --   extra options for "vugpu-vm run", e.g. -- --accel tcg --mem-mib 384
 #
@@ -50,7 +51,7 @@ step "guest kernel (patched)" build_artifact KERNEL $T 1500 ci/build-guest-kerne
 	die "guest kernel build failed"
 UNPATCHED_ARGS=()
 case " ${SCENARIOS[*]} " in
-*" baseline "* | *" all "*)
+*" baseline "* | *" all "* | *" host-memory-baseline "*)
 	UNPATCHED=""
 	step "guest kernel (unpatched)" build_artifact UNPATCHED $T 1500 ci/build-guest-kernel.sh --unpatched ||
 		die "unpatched guest kernel build failed"

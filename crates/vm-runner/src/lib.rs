@@ -10,6 +10,7 @@
 
 pub mod error;
 pub mod guest;
+pub mod hostmem;
 pub mod http;
 pub mod libvirt;
 pub mod png_screen;
@@ -22,6 +23,7 @@ pub mod runner;
 pub mod scenario;
 pub mod summary;
 pub mod time;
+pub mod timeline;
 pub mod verdict;
 
 pub use error::Error;

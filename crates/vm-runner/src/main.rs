@@ -30,7 +30,8 @@ enum Cmd {
 #[derive(Debug, Args)]
 struct RunArgs {
     /// Scenarios to run, in order: smoke, evict, purge, baseline,
-    /// qemu-builtin, blob, reference; `all` means the first six.
+    /// qemu-builtin, blob, reference, libvirt, host-memory,
+    /// host-memory-baseline; `all` means the first six.
     #[arg(required = true, value_parser = parse_scenario)]
     scenarios: Vec<Vec<Scenario>>,
     /// Patched guest bzImage.

@@ -23,6 +23,7 @@ use serde_json::Value;
 
 use crate::error::{fs_err, Error};
 use crate::guest::{parse_result_log, GuestOutput};
+use crate::hostmem;
 use crate::http::scrape_unix;
 use crate::libvirt;
 use crate::ppm::check_ppm;
@@ -32,6 +33,7 @@ use crate::qemu::{daemon_command, qemu_command, shell_line, Accel, QemuSpec};
 use crate::qmp::Qmp;
 use crate::scenario::{Device, KernelKind, Scenario};
 use crate::summary::{Figures, ScenarioSummary, Summary};
+use crate::timeline;
 use crate::verdict::{self, Evidence, Outcome, PressureKind, ScreenCheck, Verdict};
 
 /// How long the daemon may take to create its socket.
@@ -238,6 +240,7 @@ pub(crate) struct Collected {
     pub(crate) metrics: Option<Metrics>,
     pub(crate) screen: Option<Result<ScreenCheck, String>>,
     pub(crate) console_oom: Option<String>,
+    pub(crate) host_memory: Option<Result<hostmem::HostMemory, String>>,
 }
 
 /// Why the wait for the guest ended.
@@ -449,10 +452,21 @@ fn execute(
         daemon = Some(d);
     }
 
-    let words = qemu_command(&qemu_spec(cfg, s, s.device(), accel, paths));
+    let mut words = qemu_command(&qemu_spec(cfg, s, s.device(), accel, paths));
+    if s.host_memory() {
+        words = hostmem::qemu_words(words).map_err(Error::Config)?;
+    }
     record_command(paths, &words, "")?;
     let qemu_log = paths.file("qemu.log");
     let mut qemu = spawn("qemu", &words, &qemu_log, &[])?;
+    let timeline = s.host_memory().then(|| {
+        timeline::Sampler::start(timeline::Sources {
+            qemu_pid: qemu.pid(),
+            daemon_pid: daemon.as_ref().map(Proc::pid),
+            metrics_sock: Some(paths.metrics_sock.clone()),
+            console: paths.console.clone(),
+        })
+    });
 
     // Wait for the guest's status line.
     let deadline = Instant::now() + cfg.timeout;
@@ -487,6 +501,11 @@ fn execute(
         sleep(POLL);
     };
     info!("{}: wait ended: {ending:?}", s.name());
+    if let Some(t) = timeline {
+        let (fig, notes) = hostmem::finish(&t.finish(), &paths.dir, s.name());
+        h.notes.extend(notes);
+        out.host_memory = Some(fig);
+    }
 
     if matches!(ending, Ending::Status) && s == Scenario::Smoke {
         screen.grab(&mut qmp, paths);
@@ -711,6 +730,10 @@ fn judge(s: Scenario, c: &Collected) -> Verdict {
         Scenario::Smoke => verdict::smoke(&ev, DISPLAY),
         Scenario::Evict => verdict::evict(&ev, PressureKind::TwoD),
         Scenario::Libvirt => libvirt::judge(&ev, DISPLAY),
+        Scenario::HostMemory => hostmem::judge(verdict::purge(&ev), c.host_memory.as_ref(), true),
+        Scenario::HostMemoryBaseline => {
+            hostmem::judge(verdict::baseline(&ev), c.host_memory.as_ref(), false)
+        }
         Scenario::Blob => verdict::evict(&ev, PressureKind::Blob),
         Scenario::Purge => verdict::purge(&ev),
         Scenario::Baseline => verdict::baseline(&ev),

@@ -47,7 +47,28 @@ pub enum Scenario {
     /// screenshot`. Not part of `all` (needs libvirt: `ci/install-deps.sh
     /// libvirt`).
     Libvirt,
+    /// Issue 9, "the host gets memory back": the purge workload plus
+    /// anonymous pressure and a settle pause, a virtio-balloon with free
+    /// page reporting, the swap disk with `cache=none`; a 250 ms timeline
+    /// of guest progress, host counters and host memory (`timeline.csv`,
+    /// `timeline.svg`, `hostmem.json`). Not part of `all`.
+    HostMemory,
+    /// `host-memory` on the unpatched kernel (no madvise): the baseline.
+    /// Not part of `all`.
+    HostMemoryBaseline,
 }
+
+/// What the host-memory scenarios add to [`PRESSURE_ARGS`]: anonymous
+/// pressure of 128 MiB after the fill (half the default guest RAM), an
+/// 8 s settle pause after it, progress lines every 250 ms.
+const HOST_MEMORY_ARGS: [&str; 6] = [
+    "--pressure-mib",
+    "128",
+    "--settle-ms",
+    "8000",
+    "--progress-ms",
+    "250",
+];
 
 /// Which guest kernel a scenario boots.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -93,6 +114,8 @@ impl Scenario {
             Self::Blob => "blob",
             Self::Reference => "reference",
             Self::Libvirt => "libvirt",
+            Self::HostMemory => "host-memory",
+            Self::HostMemoryBaseline => "host-memory-baseline",
         }
     }
 
@@ -104,7 +127,7 @@ impl Scenario {
     /// The kernel this scenario boots.
     pub fn kernel(self) -> KernelKind {
         match self {
-            Self::Baseline => KernelKind::Unpatched,
+            Self::Baseline | Self::HostMemoryBaseline => KernelKind::Unpatched,
             _ => KernelKind::Patched,
         }
     }
@@ -116,6 +139,11 @@ impl Scenario {
             Self::Blob => Device::VhostUserDevice,
             _ => Device::VhostUserGpu,
         }
+    }
+
+    /// `true` for the scenarios that record the host-memory timeline.
+    pub fn host_memory(self) -> bool {
+        matches!(self, Self::HostMemory | Self::HostMemoryBaseline)
     }
 
     /// `true` when the scenario needs the daemon.
@@ -133,6 +161,15 @@ impl Scenario {
             }
             Self::Purge => [&PRESSURE_ARGS[..], &["--dontneed-every", "2"]].concat(),
             Self::Baseline => [&PRESSURE_ARGS[..], &["--no-madvise"]].concat(),
+            Self::HostMemory => [
+                &PRESSURE_ARGS[..],
+                &["--dontneed-every", "2"],
+                &HOST_MEMORY_ARGS,
+            ]
+            .concat(),
+            Self::HostMemoryBaseline => {
+                [&PRESSURE_ARGS[..], &["--no-madvise"], &HOST_MEMORY_ARGS].concat()
+            }
             Self::Blob => {
                 let mut a = PRESSURE_ARGS.to_vec();
                 a[1] = "blob";
@@ -156,7 +193,7 @@ impl Scenario {
         match self {
             Self::Smoke => "smoke",
             Self::Evict | Self::QemuBuiltin | Self::Reference | Self::Libvirt => "evict",
-            Self::Purge => "custom",
+            Self::Purge | Self::HostMemory | Self::HostMemoryBaseline => "custom",
             Self::Baseline => "baseline",
             Self::Blob => "evict-blob",
         }

@@ -282,6 +282,18 @@ pub fn finish(
             }
         }
         notes.push(f.describe());
+    } else if let Some(last) = samples.iter().rev().find_map(Sample::host_bytes) {
+        // No settle point (the baseline dies before it): peak and last.
+        let peak = samples
+            .iter()
+            .filter_map(Sample::host_bytes)
+            .max()
+            .unwrap_or(0);
+        notes.push(format!(
+            "host memory of the VM: peak {:.1} MiB, last sample {:.1} MiB",
+            peak as f64 / MIB,
+            last as f64 / MIB
+        ));
     }
     (fig, notes)
 }

@@ -12,7 +12,7 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use crate::timeline::Sample;
+use crate::timeline::{Progress, Recorded, Sample};
 
 /// Resident memory of one process.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
@@ -157,20 +157,23 @@ pub struct HostMemory {
 }
 
 fn guest_ep(s: &Sample) -> (u64, u64) {
-    let g = s.guest.as_ref();
-    (
-        g.and_then(|g| g.evicted).unwrap_or(0),
-        g.and_then(|g| g.purged).unwrap_or(0),
-    )
+    s.guest.as_ref().map_or((0, 0), line_ep)
+}
+
+fn line_ep(g: &Progress) -> (u64, u64) {
+    (g.evicted.unwrap_or(0), g.purged.unwrap_or(0))
 }
 
 /// Computes the figures: before = the first sample with a guest progress
 /// line, settled = the last sample in the `settle` phase, peak = the
-/// largest host memory between them.
+/// largest host memory between them. The guest's evicted + purged bytes
+/// under pressure are taken from its own lines (`lines`): from the first
+/// line of the pressure phase, printed at the phase change, to its last
+/// line of the settle phase; without lines, from the samples.
 ///
 /// # Errors
 /// A message when the samples lack the workload's start or settle phase.
-pub fn figures(samples: &[Sample]) -> Result<HostMemory, String> {
+pub fn figures(samples: &[Sample], lines: &[Progress]) -> Result<HostMemory, String> {
     let first = samples
         .iter()
         .position(|s| s.guest.is_some() && s.host_bytes().is_some())
@@ -204,8 +207,14 @@ pub fn figures(samples: &[Sample]) -> Result<HostMemory, String> {
         .unwrap_or(settled);
     let base = &samples[pressure.saturating_sub(1).max(first)];
     let (e0, p0) = guest_ep(&samples[first]);
-    let (eb, pb) = guest_ep(base);
-    let (es, ps) = guest_ep(set);
+    let first_line = |phase: &str| lines.iter().find(|l| l.phase == phase);
+    let (eb, pb) = first_line("pressure")
+        .or_else(|| first_line("settle"))
+        .map_or_else(|| guest_ep(base), line_ep);
+    let (es, ps) = lines
+        .iter()
+        .rfind(|l| l.phase == "settle")
+        .map_or_else(|| guest_ep(set), line_ep);
     let win = (es + ps).saturating_sub(eb + pb);
     let given = peak.saturating_sub(settled_bytes);
     let anon = |s: &Sample| s.daemon.as_ref().map_or(0, |d| d.rss_anon);
@@ -256,10 +265,11 @@ impl HostMemory {
 /// Writes the timeline files and `hostmem.json` into `dir`; returns the
 /// figures (or why there are none) and notes for the verdict.
 pub fn finish(
-    samples: &[Sample],
+    rec: &Recorded,
     dir: &Path,
     title: &str,
 ) -> (Result<HostMemory, String>, Vec<String>) {
+    let samples = &rec.samples;
     let mut notes = Vec::new();
     match crate::timeline::write(samples, dir, title) {
         Ok((csv, svg)) => {
@@ -273,7 +283,7 @@ pub fn finish(
         }
         Err(e) => notes.push(format!("timeline not written: {e}")),
     }
-    let fig = figures(samples);
+    let fig = figures(samples, &rec.lines);
     if let Ok(f) = &fig {
         let file = dir.join("hostmem.json");
         if let Ok(text) = serde_json::to_string_pretty(f) {
@@ -336,7 +346,6 @@ pub const TARGET_RATIO: f64 = 0.8;
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::timeline::Progress;
 
     const SMAPS: &str = "\
 7f0000000000-7f0010000000 rw-s 00000000 00:01 1234   /memfd:mem (deleted)
@@ -426,7 +435,7 @@ Rss:                  12 kB
             sample(4.0, "reuse", 250, 110),
         ];
 
-        let f = figures(&s).expect("figures");
+        let f = figures(&s, &[]).expect("figures");
 
         assert_eq!(f.peak_bytes, 250 << 20);
         assert_eq!(f.settled_bytes, 150 << 20);
@@ -436,9 +445,29 @@ Rss:                  12 kB
     }
 
     #[test]
+    fn test_figures_guest_window_from_phase_change_lines() {
+        let s = vec![
+            sample(0.0, "fill", 50, 0),
+            sample(1.0, "fill", 250, 10),
+            sample(2.0, "pressure", 250, 60),
+            sample(3.0, "settle", 150, 110),
+        ];
+        let line = |phase: &str, evicted_mib: u64| Progress {
+            phase: phase.to_owned(),
+            evicted: Some(evicted_mib << 20),
+            ..Progress::default()
+        };
+        let lines = [line("fill", 10), line("pressure", 30), line("settle", 130)];
+
+        let f = figures(&s, &lines).expect("figures");
+
+        assert_eq!(f.guest_evicted_purged_window_bytes, 100 << 20);
+    }
+
+    #[test]
     fn test_figures_without_settle_phase_fails() {
         let s = vec![sample(0.0, "fill", 50, 0)];
 
-        assert!(figures(&s).is_err());
+        assert!(figures(&s, &[]).is_err());
     }
 }

@@ -156,7 +156,17 @@ pub struct Sources {
 /// The running sampler.
 pub struct Sampler {
     stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<Vec<Sample>>>,
+    thread: Option<JoinHandle<Recorded>>,
+}
+
+/// What the sampler recorded.
+#[derive(Clone, Debug, Default)]
+pub struct Recorded {
+    /// One sample per period.
+    pub samples: Vec<Sample>,
+    /// Every progress line the guest printed, in order (the workload prints
+    /// one at each phase change, which a 250 ms sample may miss).
+    pub lines: Vec<Progress>,
 }
 
 impl Sampler {
@@ -172,8 +182,8 @@ impl Sampler {
         Self { stop, thread }
     }
 
-    /// Stops the sampler and returns its samples.
-    pub fn finish(mut self) -> Vec<Sample> {
+    /// Stops the sampler and returns what it recorded.
+    pub fn finish(mut self) -> Recorded {
         self.stop.store(true, Ordering::Relaxed);
         self.thread
             .take()
@@ -182,15 +192,17 @@ impl Sampler {
     }
 }
 
-fn sample_loop(src: &Sources, stop: &AtomicBool) -> Vec<Sample> {
+fn sample_loop(src: &Sources, stop: &AtomicBool) -> Recorded {
     let started = Instant::now();
     let mut tail = Tail::new(src.console.clone());
     let mut guest: Option<Progress> = None;
+    let mut lines = Vec::new();
     let mut out = Vec::new();
     let mut next = Instant::now();
     while !stop.load(Ordering::Relaxed) {
         tail.read(|l| {
             if let Some(p) = parse_progress(l) {
+                lines.push(p.clone());
                 guest = Some(p);
             }
         });
@@ -218,7 +230,10 @@ fn sample_loop(src: &Sources, stop: &AtomicBool) -> Vec<Sample> {
             next = now;
         }
     }
-    out
+    Recorded {
+        samples: out,
+        lines,
+    }
 }
 
 fn opt<T: ToString>(v: Option<T>) -> String {

@@ -16,8 +16,8 @@
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
-use std::thread::{self, JoinHandle};
+use std::sync::{Arc, Mutex};
+use std::thread::{self, JoinHandle, Thread};
 use std::time::{Duration, Instant};
 
 use crate::sysinfo;
@@ -33,10 +33,20 @@ pub const PHASES: [&str; 7] = [
 /// The phase the workload is in (index into [`PHASES`]).
 static PHASE: AtomicUsize = AtomicUsize::new(0);
 
-/// Records the current phase (a name from [`PHASES`]; others are ignored).
+/// The running sampler thread, woken on every phase change.
+static SAMPLER: Mutex<Option<Thread>> = Mutex::new(None);
+
+/// Records the current phase (a name from [`PHASES`]; others are ignored)
+/// and has the sampler print a line right away, so that the first line of
+/// a phase carries the counters at its start.
 pub fn set_phase(name: &str) {
     if let Some(i) = PHASES.iter().position(|p| *p == name) {
         PHASE.store(i, Ordering::Relaxed);
+        if let Ok(s) = SAMPLER.lock() {
+            if let Some(t) = s.as_ref() {
+                t.unpark();
+            }
+        }
     }
 }
 
@@ -116,6 +126,9 @@ impl Sampler {
             })
             .inspect_err(|e| eprintln!("vugpu-workload: no progress lines: {e}"))
             .ok();
+        if let (Ok(mut s), Some(t)) = (SAMPLER.lock(), thread.as_ref()) {
+            *s = Some(t.thread().clone());
+        }
         Self { stop, thread }
     }
 }
@@ -123,6 +136,9 @@ impl Sampler {
 impl Drop for Sampler {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
+        if let Ok(mut s) = SAMPLER.lock() {
+            *s = None;
+        }
         if let Some(t) = self.thread.take() {
             t.thread().unpark();
             let _ = t.join();

@@ -42,7 +42,9 @@ RUN_DIR=${VUGPU_RUN_DIR:-$REPO_DIR/target/vugpu-runs/$(date -u +%Y%m%d-%H%M%S)}
 # deadlines of the guest runs.
 T="timeout -k 30"
 if [ "${VUGPU_SKIP_DEPS:-0}" != 1 ]; then
-	step "install dependencies" $T 900 ci/install-deps.sh || die "installing dependencies failed"
+	DEPS=(all)
+	case " ${SCENARIOS[*]} " in *" libvirt "*) DEPS+=(libvirt) ;; esac
+	step "install dependencies" $T 900 ci/install-deps.sh "${DEPS[@]}" || die "installing dependencies failed"
 fi
 step "cargo build --release" $T 1200 cargo build --release -p vhost-user-gpu -p vugpu-vm-runner ||
 	die "cargo build failed"

@@ -465,6 +465,40 @@ Rss:                  12 kB
     }
 
     #[test]
+    fn test_judge_missing_figures_fails_only_when_required() {
+        let pass = || crate::verdict::Verdict {
+            outcome: crate::verdict::Outcome::Pass,
+            failures: Vec::new(),
+            notes: Vec::new(),
+        };
+        let missing: Result<HostMemory, String> = Err("no settle".to_owned());
+
+        assert!(!judge(pass(), Some(&missing), true).ok());
+        assert!(judge(pass(), Some(&missing), false).ok());
+    }
+
+    #[test]
+    fn test_judge_ratio_below_target_is_a_note() {
+        let fig: Result<HostMemory, String> = Ok(HostMemory {
+            given_back_ratio: Some(0.5),
+            ..HostMemory::default()
+        });
+
+        let v = judge(
+            crate::verdict::Verdict {
+                outcome: crate::verdict::Outcome::Pass,
+                failures: Vec::new(),
+                notes: Vec::new(),
+            },
+            Some(&fig),
+            true,
+        );
+
+        assert!(v.ok());
+        assert!(v.notes[0].starts_with("TARGET MISSED"), "{:?}", v.notes);
+    }
+
+    #[test]
     fn test_figures_without_settle_phase_fails() {
         let s = vec![sample(0.0, "fill", 50, 0)];
 

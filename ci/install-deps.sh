@@ -11,10 +11,11 @@
 # machine's apt configuration is never changed for it, and unpacked with
 # `dpkg -x` into $VUGPU_CACHE/kernel/linux-source-7.3/: it is not installed.
 #
-# Usage: ci/install-deps.sh [host|kernel|guest|qemu-build|all]...   (default: all)
+# Usage: ci/install-deps.sh [host|kernel|guest|qemu-build|libvirt|all]...   (default: all)
 #
 # qemu-build: what ci/build-qemu.sh needs (meson >= 1.5 from
 # bookworm-backports, ninja, glib, libfdt, Debian's firmware packages).
+# libvirt: libvirt 11 for the libvirt scenario; not part of all.
 # Sourcing this file defines its functions (debian_uri) without running main.
 set -euo pipefail
 
@@ -156,6 +157,26 @@ install_qemu_build() {
 		flex bison python3-venv python3-distlib dpkg-dev xz-utils seabios qemu-system-data
 }
 
+# libvirt for the libvirt scenario (libvirtd, virtlogd, the QEMU driver,
+# virsh), 11.x from bookworm-backports: it knows QEMU 10's machine types.
+# Each package is pinned to the suite on its own (pkg/suite) rather than
+# with -t, which would also pull systemd and friends from backports. Not
+# libvirt-daemon-system: no service units, no users; the runner starts
+# virtlogd and libvirtd itself with private configuration.
+install_libvirt() {
+	ensure_backports
+	local pkgs=(libvirt-daemon libvirt-daemon-driver-qemu libvirt-daemon-log
+		libvirt-daemon-common libvirt-common libvirt0 libvirt-clients)
+	local missing=() p
+	for p in "${pkgs[@]}"; do
+		dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' ||
+			missing+=("$p/bookworm-backports")
+	done
+	[ ${#missing[@]} -eq 0 ] && return 0
+	install_missing -- "${missing[@]}"
+	command -v virsh >/dev/null || die "libvirt installed but virsh is missing"
+}
+
 main() {
 	# Everything goes to stderr: callers print their own results on stdout.
 	exec 1>&2
@@ -168,8 +189,9 @@ main() {
 		kernel) install_kernel ;;
 		guest) install_guest ;;
 		qemu-build) install_qemu_build ;;
+		libvirt) install_libvirt ;;
 		all) install_host; install_kernel; install_guest; install_qemu_build ;;
-		*) die "unknown group '$w' (host, kernel, guest, qemu-build, all)" ;;
+		*) die "unknown group '$w' (host, kernel, guest, qemu-build, libvirt, all)" ;;
 		esac
 	done
 }

@@ -6,7 +6,8 @@
 # Usage: ci/run.sh [SCENARIO...] [-- VUGPU-VM-OPTION...]
 #
 #   SCENARIO   a name from "vugpu-vm list" (smoke evict purge baseline
-#              qemu-builtin blob blob-noswap reference fault-...), or all
+#              qemu-builtin blob blob-noswap reference fault-... libvirt
+#              host-memory host-memory-baseline), or all
 #              (default: evict)
 #   after --   extra options for "vugpu-vm run", e.g. -- --accel tcg --mem-mib 384
 #
@@ -42,7 +43,9 @@ RUN_DIR=${VUGPU_RUN_DIR:-$REPO_DIR/target/vugpu-runs/$(date -u +%Y%m%d-%H%M%S)}
 # deadlines of the guest runs.
 T="timeout -k 30"
 if [ "${VUGPU_SKIP_DEPS:-0}" != 1 ]; then
-	step "install dependencies" $T 900 ci/install-deps.sh || die "installing dependencies failed"
+	DEPS=(all)
+	case " ${SCENARIOS[*]} " in *" libvirt "*) DEPS+=(libvirt) ;; esac
+	step "install dependencies" $T 900 ci/install-deps.sh "${DEPS[@]}" || die "installing dependencies failed"
 fi
 step "cargo build --release" $T 1200 cargo build --release -p vhost-user-gpu -p vugpu-vm-runner ||
 	die "cargo build failed"
@@ -51,7 +54,7 @@ step "guest kernel (patched)" build_artifact KERNEL $T 1500 ci/build-guest-kerne
 	die "guest kernel build failed"
 UNPATCHED_ARGS=()
 case " ${SCENARIOS[*]} " in
-*" baseline "* | *" all "*)
+*" baseline "* | *" all "* | *" host-memory-baseline "*)
 	UNPATCHED=""
 	step "guest kernel (unpatched)" build_artifact UNPATCHED $T 1500 ci/build-guest-kernel.sh --unpatched ||
 		die "unpatched guest kernel build failed"

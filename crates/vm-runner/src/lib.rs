@@ -11,7 +11,10 @@
 pub mod digest;
 pub mod error;
 pub mod guest;
+pub mod hostmem;
 pub mod http;
+pub mod libvirt;
+pub mod png_screen;
 pub mod ppm;
 pub mod process;
 pub mod prom;
@@ -21,6 +24,7 @@ pub mod runner;
 pub mod scenario;
 pub mod summary;
 pub mod time;
+pub mod timeline;
 pub mod verdict;
 
 pub use error::Error;

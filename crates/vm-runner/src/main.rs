@@ -160,12 +160,18 @@ fn main() -> ExitCode {
             for s in Scenario::every() {
                 println!("{:<20} {}", s.name(), s.about);
                 println!(
-                    "{:<20} kernel {:?}, QEMU {:?}, device {}, daemon options {:?}",
+                    "{:<20} kernel {:?}, QEMU {:?}, device {}, daemon options {:?}, launcher {:?}{}",
                     "",
                     s.kernel,
                     s.qemu,
                     s.device.model(),
-                    s.daemon.map(|d| d.options).unwrap_or_default()
+                    s.daemon.map(|d| d.options).unwrap_or_default(),
+                    s.launcher,
+                    if s.host_memory.is_some() {
+                        ", host-memory timeline"
+                    } else {
+                        ""
+                    }
                 );
                 println!("{:<20} {}", "", s.kernel_cmdline(None));
             }

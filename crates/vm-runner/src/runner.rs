@@ -10,7 +10,11 @@
 //! <run-dir>/<scenario>/{commands.txt,console.log,result.log,guest.json,
 //!                       daemon.log,qemu.log,metrics.prom,screen.ppm,
 //!                       device-digests.jsonl,verdict.json}
+//! <run-dir>/<scenario>/{timeline.csv,timeline.svg,hostmem.json}  (host_memory)
 //! ```
+//!
+//! Scenarios with `launcher: Launcher::Libvirt` run through
+//! [`crate::libvirt`] instead (libvirt starts QEMU and the daemon).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
@@ -25,36 +29,39 @@ use serde_json::Value;
 use crate::digest::{self, DeviceRead};
 use crate::error::{fs_err, Error};
 use crate::guest::{parse_result_log, GuestOutput};
+use crate::hostmem;
 use crate::http::scrape_unix;
+use crate::libvirt;
 use crate::ppm::check_ppm;
 use crate::process::{describe, Proc, Stopped};
 use crate::prom::Metrics;
 use crate::qemu::{daemon_command, qemu_command, shell_line, Accel, QemuSpec};
 use crate::qmp::Qmp;
-use crate::scenario::{DaemonKind, Device, KernelKind, QemuKind, Scenario, VerdictKind};
+use crate::scenario::{DaemonKind, Device, KernelKind, Launcher, QemuKind, Scenario, VerdictKind};
 use crate::summary::{Figures, ScenarioSummary, Summary};
+use crate::timeline;
 use crate::verdict::{self, Evidence, Outcome, ScreenCheck, Verdict};
 
 /// How long the daemon may take to create its socket.
 const DAEMON_START: Duration = Duration::from_secs(15);
 /// How long the guest may take to power off after its status line.
-const GUEST_POWEROFF: Duration = Duration::from_secs(20);
+pub(crate) const GUEST_POWEROFF: Duration = Duration::from_secs(20);
 /// How long the daemon may take to exit on SIGTERM.
 const DAEMON_EXIT: Duration = Duration::from_secs(15);
 /// How long a single-connection daemon may take to exit by itself after
 /// QEMU disconnected, before it gets SIGTERM.
 const DAEMON_EXIT_BY_ITSELF: Duration = Duration::from_secs(3);
 /// SIGTERM-to-SIGKILL grace period.
-const GRACE: Duration = Duration::from_secs(10);
+pub(crate) const GRACE: Duration = Duration::from_secs(10);
 /// Timeout of one QMP or metrics request.
-const IO_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const IO_TIMEOUT: Duration = Duration::from_secs(10);
 /// Poll period of the main wait loop.
-const POLL: Duration = Duration::from_millis(200);
+pub(crate) const POLL: Duration = Duration::from_millis(200);
 /// Display size the daemon is started with (and the smoke screendump must
 /// have).
 pub const DISPLAY: (u32, u32) = (1280, 800);
 /// Longest unix socket path (sun_path is 108 bytes with the NUL).
-const MAX_SOCKET_PATH: usize = 107;
+pub(crate) const MAX_SOCKET_PATH: usize = 107;
 /// Debian's firmware directories (packages qemu-system-data and seabios),
 /// passed with `-L` to the QEMU built by `ci/build-qemu.sh`, whose +ds
 /// source has no firmware blobs.
@@ -175,7 +182,7 @@ impl Config {
         Ok(())
     }
 
-    fn kernel_for(&self, s: Scenario) -> &Path {
+    pub(crate) fn kernel_for(&self, s: Scenario) -> &Path {
         match (s.kernel, &self.unpatched_kernel, &self.debug_kernel) {
             (KernelKind::Unpatched, Some(k), _) | (KernelKind::Debug, _, Some(k)) => k,
             _ => &self.kernel,
@@ -183,7 +190,7 @@ impl Config {
     }
 
     /// The QEMU binary of scenario `s`, or why there is none.
-    fn qemu_for(&self, s: Scenario) -> Result<String, String> {
+    pub(crate) fn qemu_for(&self, s: Scenario) -> Result<String, String> {
         match (s.qemu, &self.qemu_10_2) {
             (QemuKind::System, _) => Ok(self.qemu.clone()),
             (QemuKind::Qemu10_2, Some(q)) => Ok(q.display().to_string()),
@@ -198,20 +205,20 @@ impl Config {
 }
 
 /// Files of one scenario run.
-struct Paths {
-    dir: PathBuf,
-    commands: PathBuf,
-    console: PathBuf,
-    result: PathBuf,
-    qmp: PathBuf,
-    vhost: PathBuf,
-    metrics_sock: PathBuf,
-    swap: PathBuf,
-    digests: PathBuf,
+pub(crate) struct Paths {
+    pub(crate) dir: PathBuf,
+    pub(crate) commands: PathBuf,
+    pub(crate) console: PathBuf,
+    pub(crate) result: PathBuf,
+    pub(crate) qmp: PathBuf,
+    pub(crate) vhost: PathBuf,
+    pub(crate) metrics_sock: PathBuf,
+    pub(crate) swap: PathBuf,
+    pub(crate) digests: PathBuf,
 }
 
 impl Paths {
-    fn new(dir: PathBuf) -> Self {
+    pub(crate) fn new(dir: PathBuf) -> Self {
         Self {
             commands: dir.join("commands.txt"),
             console: dir.join("console.log"),
@@ -226,7 +233,7 @@ impl Paths {
     }
 
     /// Creates the directory and removes what a previous run left.
-    fn prepare(&self) -> Result<(), Error> {
+    pub(crate) fn prepare(&self) -> Result<(), Error> {
         fs::create_dir_all(&self.dir).map_err(fs_err("create", &self.dir))?;
         for stale in [
             &self.commands,
@@ -247,20 +254,20 @@ impl Paths {
         Ok(())
     }
 
-    fn file(&self, name: &str) -> PathBuf {
+    pub(crate) fn file(&self, name: &str) -> PathBuf {
         self.dir.join(name)
     }
 }
 
 /// Harness-level failures and notes of one scenario.
 #[derive(Default)]
-struct Harness {
-    failures: Vec<String>,
-    notes: Vec<String>,
+pub(crate) struct Harness {
+    pub(crate) failures: Vec<String>,
+    pub(crate) notes: Vec<String>,
 }
 
 impl Harness {
-    fn fail(&mut self, msg: String) {
+    pub(crate) fn fail(&mut self, msg: String) {
         warn!("{msg}");
         self.failures.push(msg);
     }
@@ -268,12 +275,13 @@ impl Harness {
 
 /// What one scenario produced.
 #[derive(Default)]
-struct Collected {
-    guest: GuestOutput,
-    metrics: Option<Metrics>,
-    screen: Option<Result<ScreenCheck, String>>,
-    console_oom: Option<String>,
-    device_reads: Option<Result<Vec<DeviceRead>, String>>,
+pub(crate) struct Collected {
+    pub(crate) guest: GuestOutput,
+    pub(crate) metrics: Option<Metrics>,
+    pub(crate) screen: Option<Result<ScreenCheck, String>>,
+    pub(crate) console_oom: Option<String>,
+    pub(crate) device_reads: Option<Result<Vec<DeviceRead>, String>>,
+    pub(crate) host_memory: Option<Result<hostmem::HostMemory, String>>,
 }
 
 /// Why the wait for the guest ended.
@@ -287,7 +295,7 @@ enum Ending {
 }
 
 /// Prints a command and appends it to `commands.txt`.
-fn record_command(paths: &Paths, words: &[String], env: &str) -> Result<(), Error> {
+pub(crate) fn record_command(paths: &Paths, words: &[String], env: &str) -> Result<(), Error> {
     let line = format!("{env}{}", shell_line(words));
     eprintln!("vugpu-vm: $ {line}");
     let mut f = OpenOptions::new()
@@ -304,14 +312,14 @@ fn log_file(path: &Path) -> Result<(File, File), Error> {
     Ok((f, g))
 }
 
-fn read_lossy(path: &Path) -> String {
+pub(crate) fn read_lossy(path: &Path) -> String {
     fs::read(path)
         .map(|b| String::from_utf8_lossy(&b).into_owned())
         .unwrap_or_default()
 }
 
 /// The last `n` non-empty lines of a log, joined with " | ".
-fn tail(path: &Path, n: usize) -> String {
+pub(crate) fn tail(path: &Path, n: usize) -> String {
     let text = read_lossy(path);
     let lines: Vec<&str> = text
         .lines()
@@ -321,7 +329,7 @@ fn tail(path: &Path, n: usize) -> String {
     lines[lines.len().saturating_sub(n)..].join(" | ")
 }
 
-fn spawn(
+pub(crate) fn spawn(
     name: &'static str,
     words: &[String],
     log: &Path,
@@ -383,7 +391,7 @@ fn qmp_status(qmp: &mut Option<Qmp>, path: &Path) -> Option<String> {
 }
 
 /// First console line reporting an out-of-memory outcome, if any.
-fn console_oom(console: &str) -> Option<String> {
+pub(crate) fn console_oom(console: &str) -> Option<String> {
     console
         .lines()
         .find(|l| l.contains("Out of memory") || l.contains("deadlocked on memory"))
@@ -391,7 +399,7 @@ fn console_oom(console: &str) -> Option<String> {
 }
 
 /// First console line reporting a kernel panic or BUG, if any.
-fn console_fatal(console: &str) -> Option<String> {
+pub(crate) fn console_fatal(console: &str) -> Option<String> {
     console
         .lines()
         .find(|l| l.contains("Kernel panic") || l.contains("BUG:") || l.contains("Oops:"))
@@ -404,7 +412,7 @@ pub const VIRTIO_GPU_F_BLOB_SWAP: u32 = 23;
 
 /// The last feature set the daemon logged as acked by the driver
 /// (`driver acked features 0x...`), if any.
-fn acked_features(daemon_log: &str) -> Option<u64> {
+pub(crate) fn acked_features(daemon_log: &str) -> Option<u64> {
     daemon_log
         .lines()
         .rev()
@@ -417,7 +425,7 @@ fn acked_features(daemon_log: &str) -> Option<u64> {
 
 /// Notes whether blob swap was negotiated and fails a scenario whose table
 /// entry says what it must be.
-fn check_blob_swap(s: Scenario, acked: Option<u64>, h: &mut Harness) {
+pub(crate) fn check_blob_swap(s: Scenario, acked: Option<u64>, h: &mut Harness) {
     let Some(features) = acked else {
         if s.expect_blob_swap.is_some() {
             h.fail("the daemon log has no acked feature set to check blob swap in".to_owned());
@@ -458,7 +466,7 @@ const CONSOLE_PROBLEMS: [&str; 8] = [
 
 /// The console lines matching [`CONSOLE_PROBLEMS`] (at most `max`) and
 /// how many there were.
-fn console_problems(console: &str, max: usize) -> (Vec<String>, usize) {
+pub(crate) fn console_problems(console: &str, max: usize) -> (Vec<String>, usize) {
     let mut lines = Vec::new();
     let mut n = 0;
     for l in console.lines() {
@@ -475,7 +483,7 @@ fn console_problems(console: &str, max: usize) -> (Vec<String>, usize) {
 /// The guest watchdog: fires well before the host deadline so that a stuck
 /// workload is reported by the guest (with its counters) rather than only
 /// by the host timeout.
-fn guest_timeout(host: Duration) -> Option<u64> {
+pub(crate) fn guest_timeout(host: Duration) -> Option<u64> {
     let secs = host.as_secs();
     let margin = (secs / 4).clamp(10, 60);
     (secs > margin + 10).then(|| secs - margin)
@@ -510,6 +518,24 @@ fn qemu_spec(
         result: paths.result.clone(),
         qmp: paths.qmp.clone(),
         firmware_dirs,
+    }
+}
+
+/// The QEMU command line of scenario `s`: [`qemu_spec`] plus, with the
+/// host-memory timeline, the free-page-reporting balloon and the swap disk
+/// with `cache=none` ([`hostmem::qemu_words`]).
+fn scenario_qemu_words(
+    cfg: &Config,
+    s: Scenario,
+    accel: Accel,
+    paths: &Paths,
+    qemu: String,
+) -> Result<Vec<String>, Error> {
+    let words = qemu_command(&qemu_spec(cfg, s, s.device, accel, paths, qemu));
+    if s.host_memory.is_some() {
+        hostmem::qemu_words(words).map_err(Error::Config)
+    } else {
+        Ok(words)
     }
 }
 
@@ -578,10 +604,18 @@ fn execute(
         daemon = Some(d);
     }
 
-    let words = qemu_command(&qemu_spec(cfg, s, s.device, accel, paths, qemu_bin));
+    let words = scenario_qemu_words(cfg, s, accel, paths, qemu_bin)?;
     record_command(paths, &words, "")?;
     let qemu_log = paths.file("qemu.log");
     let mut qemu = spawn("qemu", &words, &qemu_log, &[])?;
+    let timeline = s.host_memory.is_some().then(|| {
+        timeline::Sampler::start(timeline::Sources {
+            qemu_pid: qemu.pid(),
+            daemon_pid: daemon.as_ref().map(Proc::pid),
+            metrics_sock: s.our_daemon().then(|| paths.metrics_sock.clone()),
+            console: paths.console.clone(),
+        })
+    });
 
     // Wait for the guest's status line.
     let deadline = Instant::now() + cfg.timeout;
@@ -616,6 +650,11 @@ fn execute(
         sleep(POLL);
     };
     info!("{}: wait ended: {ending:?}", s.name());
+    if let Some(t) = timeline {
+        let (fig, notes) = hostmem::finish(&t.finish(), &paths.dir, s.name());
+        h.notes.extend(notes);
+        out.host_memory = Some(fig);
+    }
 
     if matches!(ending, Ending::Status) && s.screendump {
         screen.grab(&mut qmp, paths);
@@ -823,7 +862,7 @@ impl Screen {
     }
 }
 
-fn scrape_with_retry(sock: &Path) -> Result<String, Error> {
+pub(crate) fn scrape_with_retry(sock: &Path) -> Result<String, Error> {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         match scrape_unix(sock, IO_TIMEOUT) {
@@ -882,6 +921,12 @@ fn judge(s: Scenario, c: &Collected, content_check: bool) -> Verdict {
     if let Some(max) = s.max_workload_secs {
         verdict::time_bound(&mut v, &ev, max);
     }
+    if s.screendump && s.verdict != VerdictKind::Smoke {
+        verdict::display(&mut v, &ev, DISPLAY);
+    }
+    if let Some(hm) = s.host_memory {
+        v = hostmem::judge(v, c.host_memory.as_ref(), hm.figures_required);
+    }
     v
 }
 
@@ -927,30 +972,41 @@ fn run_scenario(cfg: &Config, s: Scenario, accel: Accel) -> ScenarioSummary {
     let paths = Paths::new(cfg.run_dir.join(s.name()));
     eprintln!("vugpu-vm: === scenario {} ({}) ===", s.name(), accel.name());
     let mut h = Harness::default();
-    let qemu = qemu_for_scenario(cfg, s);
-    let collected = match qemu {
+    let mut skipped = None;
+    let executed = match s.launcher {
+        Launcher::Runner => {
+            qemu_for_scenario(cfg, s).map(|qemu| execute(cfg, s, accel, qemu, &paths, &mut h))
+        }
+        Launcher::Libvirt => match libvirt::unsupported() {
+            Some(reason) => {
+                eprintln!("vugpu-vm: {reason}");
+                skipped = Some(reason);
+                Ok(Ok(Collected::default()))
+            }
+            None => Ok(libvirt::execute(cfg, s, &paths, &mut h)),
+        },
+    };
+    let collected = match executed {
         Err(reason) => {
             h.fail(reason);
             None
         }
-        Ok(qemu) => match execute(cfg, s, accel, qemu, &paths, &mut h) {
-            Ok(c) => Some(c),
-            Err(e) => {
-                h.fail(format!("harness error: {}", error_chain(&e)));
-                Some(Collected::default())
-            }
-        },
+        Ok(Ok(c)) => Some(c),
+        Ok(Err(e)) => {
+            h.fail(format!("harness error: {}", error_chain(&e)));
+            Some(Collected::default())
+        }
     };
     let ran = collected.is_some();
     let collected = collected.unwrap_or_default();
-    let mut verdict = if ran {
-        judge(s, &collected, cfg.content_check)
-    } else {
-        Verdict {
+    let mut verdict = match skipped {
+        Some(reason) => Verdict::skipped(reason),
+        None if ran => judge(s, &collected, cfg.content_check),
+        None => Verdict {
             outcome: Outcome::Fail,
             failures: Vec::new(),
             notes: Vec::new(),
-        }
+        },
     };
     for f in h.failures {
         verdict.fail(f);
@@ -1097,6 +1153,10 @@ pub fn run(cfg: &Config) -> Result<Option<Summary>, Error> {
         for &s in &cfg.scenarios {
             let paths = Paths::new(cfg.run_dir.join(s.name()));
             println!("# scenario {}", s.name());
+            if s.launcher == Launcher::Libvirt {
+                print!("{}", libvirt::dry_run(cfg, s, &paths)?);
+                continue;
+            }
             if s.needs_daemon() {
                 let words = daemon_words(cfg, s, &paths)?;
                 println!("RUST_LOG=info {} &", shell_line(&words));
@@ -1104,9 +1164,7 @@ pub fn run(cfg: &Config) -> Result<Option<Summary>, Error> {
             let qemu = cfg.qemu_for(s).unwrap_or_else(|e| format!("<{e}>"));
             println!(
                 "{}",
-                shell_line(&qemu_command(&qemu_spec(
-                    cfg, s, s.device, accel, &paths, qemu
-                )))
+                shell_line(&scenario_qemu_words(cfg, s, accel, &paths, qemu)?)
             );
         }
         return Ok(None);
@@ -1115,7 +1173,7 @@ pub fn run(cfg: &Config) -> Result<Option<Summary>, Error> {
     let scenarios: Vec<ScenarioSummary> = cfg
         .scenarios
         .iter()
-        .map(|&s| run_scenario(cfg, s, accel))
+        .map(|&s| run_scenario(cfg, s, libvirt::accel_for(s, accel)))
         .collect();
     let summary = Summary {
         passed: scenarios

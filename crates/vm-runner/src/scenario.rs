@@ -37,6 +37,55 @@ const PRESSURE_BLOB: &[&str] = &[
     "0",
 ];
 
+/// The host-memory scenarios (issue 9): the purge workload or its
+/// unpatched baseline, plus 128 MiB of anonymous pressure after the fill
+/// (half the default guest RAM), an 8 s settle pause after it and progress
+/// lines every 250 ms for the timeline.
+const HOST_MEMORY: &[&str] = &[
+    "--kind",
+    "2d",
+    "--total-ram-ratio",
+    "1.5",
+    "--object-mib",
+    "4",
+    "--dontneed-every",
+    "2",
+    "--pressure-mib",
+    "128",
+    "--settle-ms",
+    "8000",
+    "--progress-ms",
+    "250",
+];
+
+/// [`HOST_MEMORY`] on the unpatched kernel: nothing marked DONTNEED, no
+/// madvise.
+const HOST_MEMORY_BASELINE: &[&str] = &[
+    "--kind",
+    "2d",
+    "--total-ram-ratio",
+    "1.5",
+    "--object-mib",
+    "4",
+    "--dontneed-every",
+    "0",
+    "--no-madvise",
+    "--pressure-mib",
+    "128",
+    "--settle-ms",
+    "8000",
+    "--progress-ms",
+    "250",
+];
+
+/// Free page reporting order of the host-memory guests (128 KiB blocks).
+/// The default is pageblock_order, 10 (4 MiB) in this guest config (no THP,
+/// no hugetlbfs), and without compaction the memory the workload frees is
+/// too fragmented for it: measured here with about 140 MiB free in the
+/// guest, order 10 gave back nothing, order 9 31 MiB, order 5 129 MiB,
+/// order 0 138 MiB.
+pub const PAGE_REPORTING_ORDER: u32 = 5;
+
 /// Which guest kernel a scenario boots.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -88,6 +137,31 @@ impl Device {
             Self::Builtin => "virtio-gpu-pci",
         }
     }
+}
+
+/// Who starts QEMU and the daemon: the runner backend of a scenario.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Launcher {
+    /// The runner spawns the daemon and QEMU itself and talks QMP
+    /// ([`crate::runner`]).
+    Runner,
+    /// libvirt does, from a transient TCG domain, finding the daemon through
+    /// its vhost-user descriptor; the runner starts `virtlogd` and
+    /// `libvirtd` in a private mount namespace ([`crate::libvirt`]).
+    Libvirt,
+}
+
+/// What the host-memory timeline adds to a scenario (issue 9): a
+/// virtio-balloon with free page reporting, the swap disk with
+/// `cache=none`, a 250 ms timeline of guest progress, host counters and host
+/// memory (`timeline.csv`, `timeline.svg`, `hostmem.json`) and the
+/// give-back figures ([`crate::hostmem`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct HostMemorySpec {
+    /// The figures must exist (the workload reaches its settle phase); the
+    /// baseline may die before it, which its own verdict judges.
+    pub figures_required: bool,
 }
 
 /// Which vhost-user backend serves the device.
@@ -211,6 +285,10 @@ pub struct Spec {
     pub verdict: VerdictKind,
     /// Part of `all`.
     pub in_all: bool,
+    /// Who starts QEMU and the daemon.
+    pub launcher: Launcher,
+    /// Record the host-memory timeline and figures.
+    pub host_memory: Option<HostMemorySpec>,
 }
 
 const fn ours(options: &'static [&'static str], content_check: bool) -> Option<DaemonSpec> {
@@ -241,6 +319,8 @@ const BASE: Spec = Spec {
         host: true,
     },
     in_all: true,
+    launcher: Launcher::Runner,
+    host_memory: None,
 };
 
 /// A blob scenario: QEMU 10.2.2's generic device, daemon with `--blob`.
@@ -438,6 +518,45 @@ pub static TABLE: &[Spec] = &[
         &["--test-only-fault", "detach-no-reply"],
         Fault::DetachHang,
     ),
+    Spec {
+        name: "libvirt",
+        about: "evict in a transient TCG domain that libvirt starts with the daemon from its \
+                vhost-user descriptor (needs ci/install-deps.sh libvirt); virsh screenshot",
+        // libvirt's primary vhostuser video on q35; the run notes what QEMU
+        // really got.
+        device: Device::VhostUserVga,
+        // libvirt starts the daemon through a wrapper that has no digest log.
+        daemon: ours(&[], false),
+        screendump: true,
+        in_all: false,
+        launcher: Launcher::Libvirt,
+        ..EVICT
+    },
+    Spec {
+        name: "host-memory",
+        about: "purge plus anonymous pressure with a free-page-reporting balloon: \
+                host memory given back against what the guest evicted and purged",
+        workload: HOST_MEMORY,
+        verdict: VerdictKind::Purge,
+        in_all: false,
+        host_memory: Some(HostMemorySpec {
+            figures_required: true,
+        }),
+        ..PURGE
+    },
+    Spec {
+        name: "host-memory-baseline",
+        about: "host-memory on the unpatched kernel (no madvise): the baseline",
+        kernel: KernelKind::Unpatched,
+        workload: HOST_MEMORY_BASELINE,
+        oom_panic_expected: true,
+        verdict: VerdictKind::Baseline,
+        in_all: false,
+        host_memory: Some(HostMemorySpec {
+            figures_required: false,
+        }),
+        ..BASE
+    },
 ];
 
 /// A scenario: a reference to its entry in [`TABLE`].
@@ -543,6 +662,11 @@ impl Scenario {
             self.0.init,
             self.workload_args().join(",")
         );
+        if self.0.host_memory.is_some() {
+            line.push_str(&format!(
+                " page_reporting.page_reporting_order={PAGE_REPORTING_ORDER}"
+            ));
+        }
         if let Some(t) = guest_timeout {
             line.push_str(&format!(" vugpu.timeout={t}"));
         }
@@ -642,6 +766,56 @@ mod tests {
         assert!(Scenario::every()
             .filter(|s| s.kernel == KernelKind::Debug)
             .all(|s| !s.in_all && s.name().ends_with("-debug")));
+    }
+
+    #[test]
+    fn test_kernel_cmdline_host_memory_sets_page_reporting_order() {
+        let line = named("host-memory").kernel_cmdline(None);
+
+        assert!(
+            line.ends_with(" page_reporting.page_reporting_order=5"),
+            "{line}"
+        );
+    }
+
+    #[test]
+    fn test_kernel_cmdline_libvirt_draws_on_the_framebuffer_console() {
+        let line = named("libvirt").kernel_cmdline(None);
+
+        assert!(line.starts_with("console=tty0 console=ttyS0 "), "{line}");
+    }
+
+    #[test]
+    fn test_workload_args_host_memory_prints_progress_and_settles() {
+        let args = named("host-memory").workload_args();
+
+        assert!(
+            args.windows(2).any(|w| w == ["--progress-ms", "250"]),
+            "{args:?}"
+        );
+        assert!(
+            args.windows(2).any(|w| w == ["--settle-ms", "8000"]),
+            "{args:?}"
+        );
+        assert!(
+            args.windows(2).any(|w| w == ["--dontneed-every", "2"]),
+            "{args:?}"
+        );
+    }
+
+    #[test]
+    fn test_host_memory_baseline_boots_the_unpatched_kernel() {
+        let s = named("host-memory-baseline");
+
+        assert_eq!(s.kernel, KernelKind::Unpatched);
+        assert!(s.host_memory.is_some_and(|h| !h.figures_required));
+    }
+
+    #[test]
+    fn test_libvirt_and_host_memory_are_opt_in() {
+        assert!(Scenario::every()
+            .filter(|s| s.launcher == Launcher::Libvirt || s.host_memory.is_some())
+            .all(|s| !s.in_all));
     }
 
     #[test]

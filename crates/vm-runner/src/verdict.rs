@@ -211,6 +211,24 @@ pub fn smoke(ev: &Evidence<'_>, expected: (u32, u32)) -> Verdict {
     c.finish(Outcome::Pass)
 }
 
+/// Adds the display checks of [`smoke`] (the daemon drew commands, the
+/// screenshot has the daemon's size and more than one colour) to the
+/// verdict of a scenario that also takes screenshots (`libvirt`, through
+/// `virsh screenshot`); checks already in `v` are not repeated.
+pub fn display(v: &mut Verdict, ev: &Evidence<'_>, expected: (u32, u32)) {
+    let screen = smoke(ev, expected);
+    for f in screen.failures {
+        if !v.failures.contains(&f) {
+            v.fail(f);
+        }
+    }
+    for n in screen.notes {
+        if !v.notes.contains(&n) {
+            v.notes.push(n);
+        }
+    }
+}
+
 /// `evict` (and `blob` with [`PressureKind::Blob`]): objects larger than
 /// guest RAM were evicted to swap and swapped back in intact, and the host
 /// saw exactly the DETACH/ATTACH traffic the guest sent.

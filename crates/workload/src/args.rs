@@ -82,6 +82,17 @@ pub struct Args {
     #[arg(long, default_value_t = 0)]
     pub pressure_mib: u64,
 
+    /// Sleep this long after the pressure phase, before reuse, so that a
+    /// host can observe the settled state (evicted and purged objects, the
+    /// pressure memory freed).
+    #[arg(long, default_value_t = 0, value_name = "MS")]
+    pub settle_ms: u64,
+
+    /// Print a VUGPU-PROGRESS line (shrinker counters, free memory) on
+    /// stderr every MS milliseconds (0 = off).
+    #[arg(long, default_value_t = 0, value_name = "MS")]
+    pub progress_ms: u64,
+
     /// How many times the reuse + verify phase runs over all objects
     /// (1..=100); later rounds re-use objects evicted again after a re-attach.
     #[arg(long, default_value_t = 1)]
@@ -180,6 +191,10 @@ pub struct Config {
     pub dontneed_every: u64,
     /// Anonymous pressure bytes.
     pub pressure_bytes: u64,
+    /// Pause after the pressure phase.
+    pub settle: std::time::Duration,
+    /// Period of the progress lines (`None`: off).
+    pub progress: Option<std::time::Duration>,
     /// Reuse + verify rounds.
     pub rounds: u64,
     /// Object to corrupt after filling (negative control).
@@ -249,6 +264,8 @@ impl TryFrom<Args> for Config {
             seed: a.seed,
             dontneed_every: if a.no_madvise { 0 } else { a.dontneed_every },
             pressure_bytes: if a.smoke { 0 } else { pressure_bytes },
+            settle: std::time::Duration::from_millis(if a.smoke { 0 } else { a.settle_ms }),
+            progress: (a.progress_ms > 0).then(|| std::time::Duration::from_millis(a.progress_ms)),
             rounds: if a.smoke { 1 } else { a.rounds },
             inject_corruption: a.inject_corruption,
             use_madvise: !a.no_madvise,

@@ -118,6 +118,7 @@ pub mod drm;
 pub mod error;
 pub mod kmsg;
 pub mod pattern;
+pub mod progress;
 pub mod report;
 pub mod run;
 pub mod sysinfo;

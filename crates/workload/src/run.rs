@@ -8,6 +8,7 @@ use crate::drm::{self, Card};
 use crate::error::{chain_to_string, WorkloadError};
 use crate::kmsg::{KernelLog, KmsgWatch};
 use crate::pattern;
+use crate::progress;
 use crate::report::{DeviceParams, DeviceRead, KernelLogReport, Report};
 use crate::sysinfo::{self, Counters};
 
@@ -102,6 +103,9 @@ pub fn run(cfg: &Config) -> Report {
         ..Default::default()
     };
     let start = Snapshot::take(cfg);
+    let sampler = cfg
+        .progress
+        .map(|p| progress::Sampler::start(p, cfg.shrinker_file.clone()));
     let mut kmsg = KmsgWatch::start(&cfg.kmsg)
         .inspect_err(|e| eprintln!("vugpu-workload: not watching {}: {e}", cfg.kmsg.display()))
         .ok();
@@ -111,6 +115,8 @@ pub fn run(cfg: &Config) -> Report {
         w.report_reads();
         r
     });
+    progress::set_phase("done");
+    drop(sampler);
     let end = Snapshot::take(cfg);
     let mut klog = KernelLog::default();
     report.kernel_log = kmsg
@@ -268,9 +274,21 @@ impl<'a> Workload<'a> {
     }
 
     fn execute(&mut self) -> Result<(), WorkloadError> {
+        progress::set_phase("fill");
         self.create_and_fill()?;
+        progress::set_phase("pressure");
         self.pressure()?;
+        if !self.cfg.settle.is_zero() {
+            progress::set_phase("settle");
+            eprintln!(
+                "vugpu-workload: settling for {} ms",
+                self.cfg.settle.as_millis()
+            );
+            std::thread::sleep(self.cfg.settle);
+        }
+        progress::set_phase("reuse");
         self.reuse_and_verify()?;
+        progress::set_phase("teardown");
         self.teardown()
     }
 
@@ -635,6 +653,8 @@ mod tests {
             seed: 1,
             dontneed_every: 0,
             pressure_bytes: 0,
+            settle: Duration::ZERO,
+            progress: None,
             rounds: 1,
             inject_corruption: None,
             use_madvise: false,

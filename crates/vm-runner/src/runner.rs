@@ -905,6 +905,7 @@ fn judge(s: Scenario, c: &Collected, content_check: bool) -> Verdict {
             pressure,
             host: false,
         } => verdict::guest_only(&ev, pressure),
+        VerdictKind::SwapRatio => verdict::swap_ratio(&ev),
         VerdictKind::Purge => verdict::purge(&ev),
         VerdictKind::Baseline => verdict::baseline(&ev),
         VerdictKind::BlobNoSwap => verdict::blob_noswap(&ev),

@@ -78,6 +78,20 @@ const HOST_MEMORY_BASELINE: &[&str] = &[
     "250",
 ];
 
+/// The swap-ratio scenario (issue 9): [`PRESSURE_2D`] with `--swap-ratio`,
+/// anonymous memory of the same total size measured first in the same boot.
+const SWAP_RATIO: &[&str] = &[
+    "--kind",
+    "2d",
+    "--total-ram-ratio",
+    "1.5",
+    "--object-mib",
+    "4",
+    "--dontneed-every",
+    "0",
+    "--swap-ratio",
+];
+
 /// Free page reporting order of the host-memory guests (128 KiB blocks).
 /// The default is pageblock_order, 10 (4 MiB) in this guest config (no THP,
 /// no hugetlbfs), and without compaction the memory the workload frees is
@@ -244,6 +258,9 @@ pub enum VerdictKind {
     /// Blobs without the blob-swap feature: no blob may be evicted; an
     /// OOM kill or allocation failure is the expected, recorded outcome.
     BlobNoSwap,
+    /// [`VerdictKind::Evict`] for 2D objects plus the `--swap-ratio`
+    /// figures: BO against anonymous swap throughput in one boot (issue 9).
+    SwapRatio,
     /// Fault injection (see [`Fault`]).
     Fault {
         /// The injected fault.
@@ -558,6 +575,15 @@ pub static TABLE: &[Spec] = &[
         }),
         ..BASE
     },
+    Spec {
+        name: "swap-ratio",
+        about: "evict after a warm-up and an anonymous pass of the same size: BO/anonymous \
+                pages per second written to and read from swap",
+        workload: SWAP_RATIO,
+        verdict: VerdictKind::SwapRatio,
+        in_all: false,
+        ..EVICT
+    },
 ];
 
 /// A scenario: a reference to its entry in [`TABLE`].
@@ -817,6 +843,15 @@ mod tests {
         assert!(Scenario::every()
             .filter(|s| s.launcher == Launcher::Libvirt || s.host_memory.is_some())
             .all(|s| !s.in_all));
+    }
+
+    #[test]
+    fn test_swap_ratio_is_opt_in_and_asks_for_the_ratio() {
+        let s = named("swap-ratio");
+
+        assert!(!s.in_all);
+        assert_eq!(s.kernel, KernelKind::Patched);
+        assert!(s.workload_args().iter().any(|a| a == "--swap-ratio"));
     }
 
     #[test]

@@ -246,6 +246,55 @@ pub fn evict(ev: &Evidence<'_>, kind: PressureKind) -> Verdict {
     c.finish(Outcome::Pass)
 }
 
+/// `swap-ratio`: the 2D evict checks, plus the workload's `swap_ratio`
+/// figures (pages moved and phase times of anonymous memory and of the
+/// objects, both ratios); the ratios go into the notes.
+pub fn swap_ratio(ev: &Evidence<'_>) -> Verdict {
+    let mut v = evict(ev, PressureKind::TwoD);
+    let Some(Ok(report)) = ev.report else {
+        return v;
+    };
+    let r = Report(report);
+    let mut missing = Vec::new();
+    let mut num = |path: String| {
+        let x = r.get(&path).and_then(Value::as_f64);
+        if x.is_none() {
+            missing.push(path);
+        }
+        x
+    };
+    let mut rates = Vec::new();
+    for kind in ["anon", "bo"] {
+        let mut f = |k: &str| num(format!("swap_ratio.{kind}.{k}"));
+        let (wp, ws, rp, rs) = (
+            f("written_pages"),
+            f("write_secs"),
+            f("read_pages"),
+            f("read_secs"),
+        );
+        rates.push(format!(
+            "{kind} {:.0} pages out in {:.1} s, {:.0} pages in in {:.1} s",
+            wp.unwrap_or(0.0),
+            ws.unwrap_or(0.0),
+            rp.unwrap_or(0.0),
+            rs.unwrap_or(0.0)
+        ));
+    }
+    let written = num("swap_ratio.written_ratio".to_owned());
+    let read = num("swap_ratio.read_ratio".to_owned());
+    if missing.is_empty() {
+        v.notes.push(format!(
+            "swap ratio BO/anonymous: {:.2}x pages/s written, {:.2}x pages/s read ({})",
+            written.unwrap_or(0.0),
+            read.unwrap_or(0.0),
+            rates.join("; ")
+        ));
+    } else {
+        v.fail(format!("missing swap-ratio fields: {}", missing.join(", ")));
+    }
+    v
+}
+
 /// `qemu-builtin`, `reference`: the evict workload where the device has no
 /// metrics of ours (QEMU's built-in device, QEMU's C daemon): guest-side
 /// checks only.
@@ -857,6 +906,42 @@ mod tests {
         let v = evict(&evidence(&s, &r, &m), PressureKind::TwoD);
 
         assert_eq!(v.outcome, Outcome::Pass, "{:?}", v.failures);
+    }
+
+    #[test]
+    fn test_swap_ratio_with_figures_passes_and_notes_both_ratios() {
+        let (s, mut r, m) = (pass(), evict_report(), host_metrics(50, 147, 97));
+        let phases = json!({"written_pages": 1000, "write_secs": 2.0,
+                            "read_pages": 800, "read_secs": 4.0});
+        r["swap_ratio"] = json!({"anon": phases, "bo": phases,
+                                 "written_ratio": 1.35, "read_ratio": 0.93});
+
+        let v = swap_ratio(&evidence(&s, &r, &m));
+
+        assert_eq!(v.outcome, Outcome::Pass, "{:?}", v.failures);
+        assert!(
+            v.notes
+                .iter()
+                .any(|n| n.contains("1.35x pages/s written, 0.93x pages/s read")),
+            "{:?}",
+            v.notes
+        );
+    }
+
+    #[test]
+    fn test_swap_ratio_without_figures_fails() {
+        let (s, mut r, m) = (pass(), evict_report(), host_metrics(50, 147, 97));
+        r["swap_ratio"] = json!({"anon": {"written_pages": 1}, "written_ratio": null});
+
+        let v = swap_ratio(&evidence(&s, &r, &m));
+
+        assert_eq!(v.outcome, Outcome::Fail);
+        assert!(
+            v.failures[0].contains("swap_ratio.bo.read_secs")
+                && v.failures[0].contains("swap_ratio.written_ratio"),
+            "{:?}",
+            v.failures
+        );
     }
 
     #[test]

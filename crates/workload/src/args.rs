@@ -114,6 +114,14 @@ pub struct Args {
     #[arg(long)]
     pub device_digests: bool,
 
+    /// Swap-throughput comparison (issue 9) in one boot: an untimed
+    /// warm-up (anonymous memory of 1.2x RAM dirtied and freed), then
+    /// anonymous memory of the objects' total size dirtied and re-read, then
+    /// the objects created, filled, read back and transferred; pswpout and
+    /// pswpin per phase go into the report's `swap_ratio`. No --pressure-mib.
+    #[arg(long)]
+    pub swap_ratio: bool,
+
     /// Free-text scenario name echoed in the report.
     #[arg(long, default_value = "manual")]
     pub scenario: String,
@@ -203,6 +211,8 @@ pub struct Config {
     pub use_madvise: bool,
     /// Report the digests of what the device must read.
     pub device_digests: bool,
+    /// Measure anonymous against BO swap throughput (`--swap-ratio`).
+    pub swap_ratio: bool,
     /// Scenario name for the report.
     pub scenario: String,
     /// Smoke mode.
@@ -263,13 +273,18 @@ impl TryFrom<Args> for Config {
             },
             seed: a.seed,
             dontneed_every: if a.no_madvise { 0 } else { a.dontneed_every },
-            pressure_bytes: if a.smoke { 0 } else { pressure_bytes },
+            pressure_bytes: if a.smoke || a.swap_ratio {
+                0
+            } else {
+                pressure_bytes
+            },
             settle: std::time::Duration::from_millis(if a.smoke { 0 } else { a.settle_ms }),
             progress: (a.progress_ms > 0).then(|| std::time::Duration::from_millis(a.progress_ms)),
             rounds: if a.smoke { 1 } else { a.rounds },
             inject_corruption: a.inject_corruption,
             use_madvise: !a.no_madvise,
             device_digests: a.device_digests,
+            swap_ratio: a.swap_ratio && !a.smoke,
             scenario: a.scenario,
             smoke: a.smoke,
             card: a.card,
@@ -347,6 +362,16 @@ mod tests {
 
         assert_eq!(c.sizing, Sizing::Count(1));
         assert_eq!(c.object_bytes, SMOKE_OBJECT_BYTES);
+        assert_eq!(c.pressure_bytes, 0);
+    }
+
+    #[test]
+    fn test_config_swap_ratio_drops_pressure() {
+        let a = parse(&["--swap-ratio", "--pressure-mib", "100"]).unwrap();
+
+        let c = Config::try_from(a).unwrap();
+
+        assert!(c.swap_ratio);
         assert_eq!(c.pressure_bytes, 0);
     }
 

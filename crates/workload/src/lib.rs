@@ -68,6 +68,7 @@
 //! | `shrinker` | object/null | delta over the run of every counter in `/sys/kernel/debug/dri/0/virtio-gpu-shrinker`; null if the file does not exist |
 //! | `vmstat` | object | delta of `pswpin`, `pswpout`, `oom_kill` from `/proc/vmstat` |
 //! | `madvise` | object | `dontneed` (marked), `purged` (WILLNEED returned retained=0), `retained` |
+//! | `swap_ratio` | object/null | with `--swap-ratio`: `bytes` (each kind), `warmup_bytes` (untimed anonymous pass, 1.2 x RAM), `anon` and `bo` each `written_pages` (`pswpout` delta of the dirty / create + fill phase), `write_secs`, `read_pages` (`pswpin` delta of the re-read / reuse + verify phase), `read_secs`, `write_psi_full_avg10` and `read_psi_full_avg10` (`/proc/pressure/memory` `full avg10` at the phase end, null without PSI); `written_ratio`, `read_ratio`: BO pages/s over anonymous pages/s (null if a phase moved nothing) |
 //! | `verified_bytes` | u64 | bytes compared in the reuse phase (all rounds) |
 //! | `mismatched_bytes` | u64 | bytes that differed |
 //! | `mismatched_objects` | u64 | objects with at least one differing byte (per round) |

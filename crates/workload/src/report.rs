@@ -24,6 +24,75 @@ pub struct PhasesMs {
     pub teardown: u64,
 }
 
+/// Swap traffic of one kind of memory (`--swap-ratio`): pages that really
+/// moved (`/proc/vmstat` deltas) over the phase's wall time.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct SwapPhases {
+    /// `pswpout` delta of the dirty (anonymous) or create + fill (BO) phase.
+    pub written_pages: u64,
+    /// Wall time of that phase, in seconds.
+    pub write_secs: f64,
+    /// `pswpin` delta of the re-read (anonymous) or read-back + transfer
+    /// (BO) phase.
+    pub read_pages: u64,
+    /// Wall time of that phase, in seconds.
+    pub read_secs: f64,
+    /// `/proc/pressure/memory` `full avg10` at the end of the write phase,
+    /// `null` without PSI.
+    pub write_psi_full_avg10: Option<f64>,
+    /// The same at the end of the read phase.
+    pub read_psi_full_avg10: Option<f64>,
+}
+
+impl SwapPhases {
+    /// Pages written to swap per second.
+    pub fn write_rate(&self) -> Option<f64> {
+        rate(self.written_pages, self.write_secs)
+    }
+
+    /// Pages read from swap per second.
+    pub fn read_rate(&self) -> Option<f64> {
+        rate(self.read_pages, self.read_secs)
+    }
+}
+
+fn rate(pages: u64, secs: f64) -> Option<f64> {
+    (pages > 0 && secs > 0.0).then(|| pages as f64 / secs)
+}
+
+/// BO against anonymous swap throughput in one boot (`--swap-ratio`).
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct SwapRatio {
+    /// Bytes of each kind (the objects' total size).
+    pub bytes: u64,
+    /// Anonymous bytes of the untimed warm-up pass.
+    pub warmup_bytes: u64,
+    /// Anonymous memory.
+    pub anon: SwapPhases,
+    /// Buffer objects.
+    pub bo: SwapPhases,
+    /// BO pages/s written over anonymous pages/s written (`null` when
+    /// either moved nothing).
+    pub written_ratio: Option<f64>,
+    /// The same for pages read.
+    pub read_ratio: Option<f64>,
+}
+
+impl SwapRatio {
+    /// Builds the report object and its two ratios.
+    pub fn new(bytes: u64, warmup_bytes: u64, anon: SwapPhases, bo: SwapPhases) -> Self {
+        let ratio = |b: Option<f64>, a: Option<f64>| Some(b? / a?);
+        Self {
+            bytes,
+            warmup_bytes,
+            written_ratio: ratio(bo.write_rate(), anon.write_rate()),
+            read_ratio: ratio(bo.read_rate(), anon.read_rate()),
+            anon,
+            bo,
+        }
+    }
+}
+
 /// MADVISE outcome counters.
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
 pub struct MadviseStats {
@@ -148,6 +217,8 @@ pub struct Report {
     pub vmstat: Counters,
     /// MADVISE outcome.
     pub madvise: MadviseStats,
+    /// `--swap-ratio` figures, `null` otherwise.
+    pub swap_ratio: Option<SwapRatio>,
     /// Bytes verified in the reuse phase.
     pub verified_bytes: u64,
     /// Bytes that differed from the expected content.
@@ -212,6 +283,29 @@ mod tests {
         assert_eq!(v["result"], "fail");
         assert!(v["shrinker"].is_null());
         assert_eq!(v["failures"][0], "object 1: bad\nbytes");
+    }
+
+    #[test]
+    fn test_swap_ratio_divides_bo_rates_by_anonymous_rates() {
+        let anon = SwapPhases {
+            written_pages: 1000,
+            write_secs: 2.0,
+            read_pages: 900,
+            read_secs: 3.0,
+            ..Default::default()
+        };
+        let bo = SwapPhases {
+            written_pages: 1500,
+            write_secs: 2.0,
+            read_pages: 0,
+            read_secs: 1.0,
+            ..Default::default()
+        };
+
+        let r = SwapRatio::new(1 << 20, 1 << 19, anon, bo);
+
+        assert_eq!(r.written_ratio, Some(1.5));
+        assert_eq!(r.read_ratio, None);
     }
 
     #[test]

@@ -9,7 +9,7 @@ use crate::error::{chain_to_string, WorkloadError};
 use crate::kmsg::{KernelLog, KmsgWatch};
 use crate::pattern;
 use crate::progress;
-use crate::report::{DeviceParams, DeviceRead, KernelLogReport, Report};
+use crate::report::{DeviceParams, DeviceRead, KernelLogReport, Report, SwapPhases, SwapRatio};
 use crate::sysinfo::{self, Counters};
 
 /// One buffer object the run created. Kept small: the run may hold thousands.
@@ -50,6 +50,41 @@ impl Geometry {
             width,
             height,
         })
+    }
+}
+
+/// Size of the untimed warm-up pass of `--swap-ratio`, as a multiple of
+/// MemTotal: whichever phase meets memory pressure first in a boot is
+/// slower, so neither measured phase may be the first.
+pub const WARMUP_RAM_RATIO: f64 = 1.2;
+
+/// Pattern chunk of the anonymous phase of `--swap-ratio`: each 4 MiB of
+/// anonymous memory is filled and checked like one object, with object
+/// indices from [`ANON_OBJECT_BASE`] so they differ from the BOs' content.
+const ANON_CHUNK_BYTES: usize = 4 << 20;
+/// First pattern object index of the anonymous chunks.
+const ANON_OBJECT_BASE: u64 = 1 << 32;
+
+/// Start of a measured `--swap-ratio` phase: its clock and `/proc/vmstat`.
+struct SwapMark {
+    at: Instant,
+    vmstat: Counters,
+}
+
+impl SwapMark {
+    fn now() -> Self {
+        Self {
+            at: Instant::now(),
+            vmstat: sysinfo::read_vmstat(),
+        }
+    }
+
+    /// `(pages, seconds)` since the mark, counting `key` (`pswpout` or
+    /// `pswpin`).
+    fn since(&self, key: &str) -> (u64, f64) {
+        let secs = self.at.elapsed().as_secs_f64();
+        let d = sysinfo::delta(&self.vmstat, &sysinfo::read_vmstat());
+        (d.get(key).copied().unwrap_or(0), secs)
     }
 }
 
@@ -274,6 +309,9 @@ impl<'a> Workload<'a> {
     }
 
     fn execute(&mut self) -> Result<(), WorkloadError> {
+        if self.cfg.swap_ratio {
+            return self.execute_swap_ratio();
+        }
         progress::set_phase("fill");
         self.create_and_fill()?;
         progress::set_phase("pressure");
@@ -288,6 +326,50 @@ impl<'a> Workload<'a> {
         }
         progress::set_phase("reuse");
         self.reuse_and_verify()?;
+        progress::set_phase("teardown");
+        self.teardown()
+    }
+
+    /// `--swap-ratio`: warm-up, anonymous memory, then the objects, all of
+    /// the same total size on the same swap disk; the BO phases are the
+    /// ordinary create + fill and reuse + verify (one transfer per object
+    /// each).
+    fn execute_swap_ratio(&mut self) -> Result<(), WorkloadError> {
+        let bytes = self.report.objects_planned.saturating_mul(self.geo.bytes);
+        // Float to integer: `as` saturates; whole pages.
+        let warmup = ((self.report.ram_bytes as f64 * WARMUP_RAM_RATIO) as u64) & !4095;
+        progress::set_phase("pressure");
+        eprintln!("vugpu-workload: swap-ratio warm-up {} MiB", warmup >> 20);
+        touch_anonymous(warmup).map_err(|source| WorkloadError::Pressure {
+            bytes: warmup,
+            source,
+        })?;
+        eprintln!("vugpu-workload: swap-ratio anonymous {} MiB", bytes >> 20);
+        let anon = anon_swap_phases(bytes, self.cfg.seed)?;
+
+        progress::set_phase("fill");
+        let mark = SwapMark::now();
+        self.create_and_fill()?;
+        let (written_pages, write_secs) = mark.since("pswpout");
+        let write_psi_full_avg10 = sysinfo::read_memory_psi_full_avg10();
+        progress::set_phase("reuse");
+        let mark = SwapMark::now();
+        self.reuse_and_verify()?;
+        let (read_pages, read_secs) = mark.since("pswpin");
+        let bo = SwapPhases {
+            written_pages,
+            write_secs,
+            read_pages,
+            read_secs,
+            write_psi_full_avg10,
+            read_psi_full_avg10: sysinfo::read_memory_psi_full_avg10(),
+        };
+        let r = SwapRatio::new(bytes, warmup, anon, bo);
+        eprintln!(
+            "vugpu-workload: swap-ratio BO/anonymous pages/s written {:?}, read {:?}",
+            r.written_ratio, r.read_ratio
+        );
+        self.report.swap_ratio = Some(r);
         progress::set_phase("teardown");
         self.teardown()
     }
@@ -605,6 +687,96 @@ impl<'a> Workload<'a> {
     }
 }
 
+/// A private anonymous mapping, unmapped on drop.
+struct AnonMap {
+    ptr: std::ptr::NonNull<libc::c_void>,
+    len: usize,
+}
+
+impl AnonMap {
+    fn new(bytes: u64) -> io::Result<Self> {
+        let len =
+            usize::try_from(bytes).map_err(|_| io::Error::from_raw_os_error(libc::EOVERFLOW))?;
+        // SAFETY: fresh private anonymous mapping chosen by the kernel;
+        // checked for MAP_FAILED below.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        std::ptr::NonNull::new(ptr)
+            .map(|ptr| Self { ptr, len })
+            .ok_or_else(|| io::Error::from_raw_os_error(libc::ENOMEM))
+    }
+
+    /// The mapping as 64-bit words (the length truncated to a multiple of 8).
+    fn words_mut(&mut self) -> &mut [u64] {
+        // SAFETY: `ptr` is a page-aligned live mapping of `len` readable and
+        // writable bytes owned by `self`; the exclusive borrow of `self`
+        // prevents aliasing slices.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr().cast::<u64>(), self.len / 8) }
+    }
+}
+
+impl Drop for AnonMap {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly the mapping created in `new`; no slice of
+        // it outlives `self`.
+        unsafe { libc::munmap(self.ptr.as_ptr(), self.len) };
+    }
+}
+
+/// The anonymous phases of `--swap-ratio`: `bytes` of anonymous memory
+/// filled with the pattern (4 MiB chunks, like objects), then every chunk
+/// read back and checked; pswpout over the fill and pswpin over the re-read.
+fn anon_swap_phases(bytes: u64, seed: u64) -> Result<SwapPhases, WorkloadError> {
+    let mut map =
+        AnonMap::new(bytes).map_err(|source| WorkloadError::Pressure { bytes, source })?;
+    let words = map.words_mut();
+    let chunk_words = ANON_CHUNK_BYTES / 8;
+    let mark = SwapMark::now();
+    for (i, chunk) in (0u64..).zip(words.chunks_mut(chunk_words)) {
+        pattern::fill(chunk, seed, ANON_OBJECT_BASE + i);
+    }
+    let (written_pages, write_secs) = mark.since("pswpout");
+    let write_psi_full_avg10 = sysinfo::read_memory_psi_full_avg10();
+    progress::set_phase("reuse");
+    let mark = SwapMark::now();
+    let (mut bad_chunks, mut bad_bytes) = (0u64, 0u64);
+    for (i, chunk) in (0u64..).zip(words.chunks(chunk_words)) {
+        let v = pattern::verify(chunk, seed, ANON_OBJECT_BASE + i);
+        if v.mismatched_bytes > 0 {
+            bad_chunks += 1;
+            bad_bytes += v.mismatched_bytes;
+        }
+    }
+    let (read_pages, read_secs) = mark.since("pswpin");
+    let phases = SwapPhases {
+        written_pages,
+        write_secs,
+        read_pages,
+        read_secs,
+        write_psi_full_avg10,
+        read_psi_full_avg10: sysinfo::read_memory_psi_full_avg10(),
+    };
+    drop(map);
+    if bad_bytes > 0 {
+        return Err(WorkloadError::Mismatch {
+            objects: bad_chunks,
+            bytes: bad_bytes,
+        });
+    }
+    Ok(phases)
+}
+
 /// Maps `bytes` of private anonymous memory, writes one byte per page, and
 /// unmaps it.
 fn touch_anonymous(bytes: u64) -> io::Result<()> {
@@ -659,6 +831,7 @@ mod tests {
             inject_corruption: None,
             use_madvise: false,
             device_digests: false,
+            swap_ratio: false,
             scenario: "unit".into(),
             smoke: false,
             card: PathBuf::from(card),
@@ -709,6 +882,14 @@ mod tests {
         let g = Geometry::new(4 << 20).unwrap();
 
         assert_eq!((g.width, g.height), (1024, 1024));
+    }
+
+    #[test]
+    fn test_anon_swap_phases_small_region_reads_back_intact() {
+        let r = anon_swap_phases(3 * ANON_CHUNK_BYTES as u64 / 2, 7);
+
+        let p = r.unwrap();
+        assert!(p.write_secs >= 0.0 && p.read_secs >= 0.0);
     }
 
     #[test]

@@ -93,6 +93,24 @@ pub fn read_vmstat() -> Counters {
         .collect()
 }
 
+/// The `full avg10` value of a PSI file (`/proc/pressure/memory`):
+/// the share of the last 10 s, in percent, in which every non-idle task
+/// was stalled on memory.
+pub fn parse_psi_full_avg10(text: &str) -> Option<f64> {
+    let line = text.lines().find(|l| l.starts_with("full "))?;
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix("avg10="))?
+        .parse()
+        .ok()
+}
+
+/// `full avg10` of `/proc/pressure/memory`, `None` without PSI.
+pub fn read_memory_psi_full_avg10() -> Option<f64> {
+    std::fs::read_to_string("/proc/pressure/memory")
+        .ok()
+        .and_then(|t| parse_psi_full_avg10(&t))
+}
+
 /// Reads the shrinker counter file, or `None` if it does not exist or cannot
 /// be read (unpatched kernel, debugfs not mounted).
 pub fn read_shrinker(path: &Path) -> Option<Counters> {
@@ -160,6 +178,14 @@ mod tests {
         assert_eq!(m.mem_total, 233_444 * 1024);
         assert_eq!(m.mem_available, 200_000 * 1024);
         assert_eq!(m.swap_total, 524_284 * 1024);
+    }
+
+    #[test]
+    fn test_parse_psi_full_avg10_reads_the_full_line() {
+        let text = "some avg10=12.50 avg60=3.00 avg300=0.50 total=123\nfull avg10=7.25 avg60=1.00 avg300=0.20 total=99\n";
+
+        assert_eq!(parse_psi_full_avg10(text), Some(7.25));
+        assert_eq!(parse_psi_full_avg10("some avg10=1.00\n"), None);
     }
 
     #[test]

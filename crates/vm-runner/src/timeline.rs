@@ -292,6 +292,67 @@ pub fn write(samples: &[Sample], dir: &Path, title: &str) -> Result<(PathBuf, Pa
 
 const MIB: f64 = 1048576.0;
 
+/// One curve of a timeline panel: legend label, colour, value of a sample.
+type Series<'a> = (
+    &'a str,
+    plotters::style::RGBColor,
+    Box<dyn Fn(&Sample) -> Option<f64>>,
+);
+
+/// Draws `series` against time on `area`, scaled to their largest value,
+/// with the legend at `legend`.
+fn draw_panel<DB>(
+    area: &plotters::drawing::DrawingArea<DB, plotters::coord::Shift>,
+    samples: &[Sample],
+    series: &[Series<'_>],
+    t_max: f64,
+    y_desc: &str,
+    legend: plotters::chart::SeriesLabelPosition,
+) -> Result<(), Box<dyn std::error::Error>>
+where
+    DB: plotters::backend::DrawingBackend,
+    DB::ErrorType: 'static,
+{
+    use plotters::prelude::*;
+
+    let y_max = samples
+        .iter()
+        .flat_map(|s| series.iter().filter_map(move |(_, _, f)| f(s)))
+        .fold(1.0_f64, f64::max)
+        * 1.05;
+    let mut chart = ChartBuilder::on(area)
+        .margin(10)
+        .x_label_area_size(30)
+        .y_label_area_size(60)
+        .build_cartesian_2d(0.0..t_max, 0.0..y_max)?;
+    chart
+        .configure_mesh()
+        .x_desc("seconds since QEMU start")
+        .y_desc(y_desc)
+        .draw()?;
+    for (name, colour, f) in series {
+        let points: Vec<(f64, f64)> = samples
+            .iter()
+            .filter_map(|s| f(s).map(|v| (s.t_s, v)))
+            .collect();
+        if points.is_empty() {
+            continue;
+        }
+        let c = *colour;
+        chart
+            .draw_series(LineSeries::new(points, c.stroke_width(2)))?
+            .label(*name)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2)));
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .position(legend)
+        .draw()?;
+    Ok(())
+}
+
 /// Draws the timeline: memory in MiB on top, DETACH/ATTACH counts below.
 fn svg(samples: &[Sample], path: &Path, title: &str) -> Result<(), Box<dyn std::error::Error>> {
     use plotters::prelude::*;
@@ -302,7 +363,6 @@ fn svg(samples: &[Sample], path: &Path, title: &str) -> Result<(), Box<dyn std::
     let (top, bottom) = root.split_vertically(500);
     let t_max = samples.last().map_or(1.0, |s| s.t_s).max(1.0);
 
-    type Series<'a> = (&'a str, RGBColor, Box<dyn Fn(&Sample) -> Option<f64>>);
     let mem: Vec<Series<'_>> = vec![
         (
             "host: QEMU guest-RAM RSS + daemon anon RSS",
@@ -370,41 +430,14 @@ fn svg(samples: &[Sample], path: &Path, title: &str) -> Result<(), Box<dyn std::
             }),
         ),
     ];
-    let y_max = samples
-        .iter()
-        .flat_map(|s| mem.iter().filter_map(move |(_, _, f)| f(s)))
-        .fold(1.0_f64, f64::max)
-        * 1.05;
-    let mut chart = ChartBuilder::on(&top)
-        .margin(10)
-        .x_label_area_size(30)
-        .y_label_area_size(60)
-        .build_cartesian_2d(0.0..t_max, 0.0..y_max)?;
-    chart
-        .configure_mesh()
-        .x_desc("seconds since QEMU start")
-        .y_desc("MiB")
-        .draw()?;
-    for (name, colour, f) in &mem {
-        let points: Vec<(f64, f64)> = samples
-            .iter()
-            .filter_map(|s| f(s).map(|v| (s.t_s, v)))
-            .collect();
-        if points.is_empty() {
-            continue;
-        }
-        let c = *colour;
-        chart
-            .draw_series(LineSeries::new(points, c.stroke_width(2)))?
-            .label(*name)
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2)));
-    }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .position(SeriesLabelPosition::UpperRight)
-        .draw()?;
+    draw_panel(
+        &top,
+        samples,
+        &mem,
+        t_max,
+        "MiB",
+        SeriesLabelPosition::UpperRight,
+    )?;
 
     let counts: Vec<Series<'_>> = vec![
         (
@@ -418,41 +451,14 @@ fn svg(samples: &[Sample], path: &Path, title: &str) -> Result<(), Box<dyn std::
             Box::new(|s: &Sample| s.host_attach),
         ),
     ];
-    let c_max = samples
-        .iter()
-        .flat_map(|s| counts.iter().filter_map(move |(_, _, f)| f(s)))
-        .fold(1.0_f64, f64::max)
-        * 1.05;
-    let mut chart = ChartBuilder::on(&bottom)
-        .margin(10)
-        .x_label_area_size(30)
-        .y_label_area_size(60)
-        .build_cartesian_2d(0.0..t_max, 0.0..c_max)?;
-    chart
-        .configure_mesh()
-        .x_desc("seconds since QEMU start")
-        .y_desc("commands")
-        .draw()?;
-    for (name, colour, f) in &counts {
-        let points: Vec<(f64, f64)> = samples
-            .iter()
-            .filter_map(|s| f(s).map(|v| (s.t_s, v)))
-            .collect();
-        if points.is_empty() {
-            continue;
-        }
-        let c = *colour;
-        chart
-            .draw_series(LineSeries::new(points, c.stroke_width(2)))?
-            .label(*name)
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2)));
-    }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .position(SeriesLabelPosition::UpperLeft)
-        .draw()?;
+    draw_panel(
+        &bottom,
+        samples,
+        &counts,
+        t_max,
+        "commands",
+        SeriesLabelPosition::UpperLeft,
+    )?;
     root.present()?;
     Ok(())
 }

@@ -1323,7 +1323,11 @@ impl Device {
             if !digest && is_bgrx(update.format) {
                 if let Some(band) = self.state.host_rows(update.resource_id, src) {
                     on_display(&mut self.display, |d| {
-                        d.update(update.scanout_id, rect, band)
+                        if band.own_mapping {
+                            d.update_mapped(update.scanout_id, rect, band.bytes)
+                        } else {
+                            d.update(update.scanout_id, rect, band.bytes)
+                        }
                     });
                     done += rows;
                     continue;

@@ -26,9 +26,19 @@
 //!
 //! A scanout larger than the display the frontend announced is clipped to
 //! it: the SCANOUT message and every update only cover the announced size.
+//!
+//! Pixels that come straight from a host copy with a mapping of its own
+//! (`HostRows::own_mapping`) go to the socket by reference: `vmsplice` puts
+//! their pages into a pipe and `splice` moves them into the socket, which
+//! queues the pages themselves (unix stream sockets take spliced pages
+//! since Linux 6.5), so the only copy of the pixels is the frontend's read.
+//! The frontend may then read pixels a later TRANSFER already changed (as
+//! with any display reading a live framebuffer), never other data: those
+//! pages are not reused while the kernel holds them. Where the kernel does
+//! not support it the display falls back to copying, for good.
 
 use std::io::{self, Read, Write};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
@@ -43,6 +53,17 @@ pub const CURSOR_BYTES: usize = 4 * 64 * 64;
 /// Largest pixel payload of one `VHOST_USER_GPU_UPDATE` message; larger
 /// rectangles are sent as several messages of whole rows.
 const MAX_UPDATE_PAYLOAD: usize = 1 << 20;
+
+/// Smallest payload sent by reference (below it a copy is as cheap).
+const SPLICE_MIN: usize = 64 << 10;
+
+/// Pipe size asked for the by-reference path (the default limit for an
+/// unprivileged process, `/proc/sys/fs/pipe-max-size`).
+const SPLICE_PIPE_SIZE: libc::c_int = 1 << 20;
+
+/// Send buffer asked for on the display socket: a 1080p frame (8 MB)
+/// and then some.
+const SEND_BUFFER: libc::c_int = 12 << 20;
 
 /// Longest wait for a request with a reply (send and reply each).
 pub const REQUEST_DEADLINE: Duration = Duration::from_secs(1);
@@ -101,6 +122,132 @@ pub struct Display {
     announced: [(u32, u32); MAX_SCANOUTS],
     /// Updates dropped because the display was stalled.
     dropped: u64,
+    /// The by-reference path, while the kernel supports it.
+    splice: Option<SplicePipe>,
+}
+
+/// The pipe through which pixel pages reach the socket by reference.
+#[derive(Debug)]
+struct SplicePipe {
+    read: OwnedFd,
+    write: OwnedFd,
+    /// Bytes in the pipe: the next bytes of the stream, ahead of
+    /// [`Display::out`].
+    queued: usize,
+}
+
+impl SplicePipe {
+    /// A non-blocking pipe, enlarged if the system allows it.
+    fn new() -> io::Result<Self> {
+        let mut fds = [0; 2];
+        // SAFETY: `fds` is an array of two ints for pipe2 to fill.
+        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: pipe2 succeeded: both descriptors are new and owned here.
+        let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        // Best effort: a smaller pipe only means more system calls.
+        // SAFETY: F_SETPIPE_SZ on a pipe we own; no memory is passed.
+        unsafe { libc::fcntl(write.as_raw_fd(), libc::F_SETPIPE_SZ, SPLICE_PIPE_SIZE) };
+        Ok(Self {
+            read,
+            write,
+            queued: 0,
+        })
+    }
+
+    /// Hands the pages of `bytes` to the pipe by reference; returns how
+    /// many bytes went in.
+    fn vmsplice(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        let iov = libc::iovec {
+            iov_base: bytes.as_ptr().cast_mut().cast(),
+            iov_len: bytes.len(),
+        };
+        // SAFETY: `iov` describes `bytes`, readable for the call; without
+        // SPLICE_F_GIFT the kernel only takes references to the pages and
+        // never writes them.
+        let n = unsafe { libc::vmsplice(self.write.as_raw_fd(), &iov, 1, libc::SPLICE_F_NONBLOCK) };
+        let n = usize::try_from(n).map_err(|_| io::Error::last_os_error())?;
+        self.queued += n;
+        Ok(n)
+    }
+
+    /// Moves queued bytes into `socket`; returns how many moved.
+    fn splice_to(&mut self, socket: RawFd) -> io::Result<usize> {
+        // SAFETY: plain descriptors and null offsets (both are streams).
+        let n = unsafe {
+            libc::splice(
+                self.read.as_raw_fd(),
+                std::ptr::null_mut(),
+                socket,
+                std::ptr::null_mut(),
+                self.queued,
+                libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK,
+            )
+        };
+        let n = usize::try_from(n).map_err(|_| io::Error::last_os_error())?;
+        self.queued -= n.min(self.queued);
+        Ok(n)
+    }
+
+    /// Reads the queued bytes back (to send them by copy instead).
+    fn take_queued(&mut self) -> io::Result<Vec<u8>> {
+        let mut bytes = vec![0u8; self.queued];
+        let mut got = 0;
+        while got < bytes.len() {
+            let rest = &mut bytes[got..];
+            // SAFETY: `rest` is writable for its length.
+            let n =
+                unsafe { libc::read(self.read.as_raw_fd(), rest.as_mut_ptr().cast(), rest.len()) };
+            match usize::try_from(n) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(_) => {
+                    let e = io::Error::last_os_error();
+                    if e.kind() != io::ErrorKind::Interrupted {
+                        return Err(e);
+                    }
+                }
+            }
+        }
+        bytes.truncate(got);
+        self.queued = 0;
+        Ok(bytes)
+    }
+}
+
+/// Asks for a send buffer that holds a whole 1080p frame
+/// ([`SEND_BUFFER`]), so a frame goes out without waiting for the frontend
+/// to read its first part: `SO_SNDBUFFORCE` where the daemon may exceed
+/// `net.core.wmem_max` (CAP_NET_ADMIN), `SO_SNDBUF` (capped there)
+/// otherwise. Best effort: a smaller buffer only costs wake-ups.
+fn deepen_send_buffer(stream: &UnixStream) {
+    let size = SEND_BUFFER;
+    for option in [libc::SO_SNDBUFFORCE, libc::SO_SNDBUF] {
+        // SAFETY: `size` is a c_int that lives across the call and its
+        // length is passed.
+        let rc = unsafe {
+            libc::setsockopt(
+                stream.as_raw_fd(),
+                libc::SOL_SOCKET,
+                option,
+                std::ptr::from_ref(&size).cast(),
+                std::mem::size_of_val(&size) as libc::socklen_t,
+            )
+        };
+        if rc == 0 {
+            return;
+        }
+    }
+}
+
+/// Whether a splice error means the kernel cannot do it for this pair of
+/// files (rather than a broken socket).
+fn splice_unsupported(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EINVAL | libc::ENOSYS | libc::EOPNOTSUPP | libc::EBADF)
+    )
 }
 
 /// Waits until `fd` is ready for `events` or `deadline` passes; true if
@@ -155,12 +302,14 @@ impl Display {
         stream
             .set_nonblocking(true)
             .map_err(err("setting O_NONBLOCK"))?;
+        deepen_send_buffer(&stream);
         let mut display = Self {
             stream,
             edid: false,
             out: Vec::new(),
             announced: [(u32::MAX, u32::MAX); MAX_SCANOUTS],
             dropped: 0,
+            splice: SplicePipe::new().ok(),
         };
         let offered = display.request(req::GET_PROTOCOL_FEATURES, &[], "GET_PROTOCOL_FEATURES")?;
         let offered = offered
@@ -288,6 +437,31 @@ impl Display {
         rect: Rect,
         pixels: &[u8],
     ) -> Result<(), DisplayError> {
+        self.update_from(scanout_id, rect, pixels, false)
+    }
+
+    /// [`Display::update`] of pixels whose pages may be sent by reference:
+    /// they are a host copy with a mapping of its own
+    /// (`HostRows::own_mapping`), which is never reused for other data.
+    ///
+    /// # Errors
+    /// As [`Display::update`].
+    pub fn update_mapped(
+        &mut self,
+        scanout_id: u32,
+        rect: Rect,
+        pixels: &[u8],
+    ) -> Result<(), DisplayError> {
+        self.update_from(scanout_id, rect, pixels, true)
+    }
+
+    fn update_from(
+        &mut self,
+        scanout_id: u32,
+        rect: Rect,
+        pixels: &[u8],
+        by_reference: bool,
+    ) -> Result<(), DisplayError> {
         let stride = usize::try_from(rect.width)
             .unwrap_or(usize::MAX)
             .saturating_mul(4);
@@ -314,14 +488,14 @@ impl Display {
                 height: visible_h,
                 ..rect
             };
-            return self.send_rows(scanout_id, clipped, &packed, row);
+            return self.send_rows(scanout_id, clipped, &packed, row, false);
         }
         let bytes = visible_rows.saturating_mul(stride).min(pixels.len());
         let clipped = Rect {
             height: visible_h,
             ..rect
         };
-        self.send_rows(scanout_id, clipped, &pixels[..bytes], stride)
+        self.send_rows(scanout_id, clipped, &pixels[..bytes], stride, by_reference)
     }
 
     fn send_rows(
@@ -330,6 +504,7 @@ impl Display {
         rect: Rect,
         pixels: &[u8],
         stride: usize,
+        by_reference: bool,
     ) -> Result<(), DisplayError> {
         if stride == 0 {
             return Ok(());
@@ -357,7 +532,13 @@ impl Display {
             {
                 body[k * 4..k * 4 + 4].copy_from_slice(&v.to_le_bytes());
             }
-            self.send_droppable(req::UPDATE, &body, &chunk[..rows * stride], "UPDATE")?;
+            self.send_droppable(
+                req::UPDATE,
+                &body,
+                &chunk[..rows * stride],
+                "UPDATE",
+                by_reference,
+            )?;
         }
         Ok(())
     }
@@ -379,7 +560,7 @@ impl Display {
         for (k, v) in [scanout_id, x, y, hot_x, hot_y].into_iter().enumerate() {
             body[k * 4..k * 4 + 4].copy_from_slice(&v.to_le_bytes());
         }
-        self.send_droppable(req::CURSOR_UPDATE, &body, image, "CURSOR_UPDATE")
+        self.send_droppable(req::CURSOR_UPDATE, &body, image, "CURSOR_UPDATE", false)
     }
 
     /// Moves the cursor.
@@ -388,7 +569,7 @@ impl Display {
     /// A [`DisplayError`] when the socket failed.
     pub fn cursor_pos(&mut self, scanout_id: u32, x: u32, y: u32) -> Result<(), DisplayError> {
         let body = Self::pos(scanout_id, x, y);
-        self.send_droppable(req::CURSOR_POS, &body, &[], "CURSOR_POS")
+        self.send_droppable(req::CURSOR_POS, &body, &[], "CURSOR_POS", false)
     }
 
     /// Hides the cursor.
@@ -397,7 +578,7 @@ impl Display {
     /// A [`DisplayError`] when the socket failed.
     pub fn cursor_hide(&mut self, scanout_id: u32, x: u32, y: u32) -> Result<(), DisplayError> {
         let body = Self::pos(scanout_id, x, y);
-        self.send_droppable(req::CURSOR_POS_HIDE, &body, &[], "CURSOR_POS_HIDE")
+        self.send_droppable(req::CURSOR_POS_HIDE, &body, &[], "CURSOR_POS_HIDE", false)
     }
 
     fn pos(scanout_id: u32, x: u32, y: u32) -> [u8; 12] {
@@ -422,9 +603,58 @@ impl Display {
         }
     }
 
-    /// Writes out queued bytes until done or `deadline`; true if the queue
-    /// is empty.
+    /// Whether bytes of earlier messages still wait to go out.
+    fn pending(&self) -> bool {
+        !self.out.is_empty() || self.splice.as_ref().is_some_and(|p| p.queued > 0)
+    }
+
+    /// Gives up the by-reference path: what the pipe holds goes back in
+    /// front of [`Display::out`], to be sent by copy.
+    fn stop_splicing(&mut self, why: &io::Error) -> io::Result<()> {
+        log::info!("vhost-user-gpu: display: sending pixels by copy from now on ({why})");
+        let Some(mut pipe) = self.splice.take() else {
+            return Ok(());
+        };
+        let mut front = pipe.take_queued()?;
+        front.extend_from_slice(&self.out);
+        self.out = front;
+        Ok(())
+    }
+
+    /// Moves what the pipe holds into the socket until done or `deadline`;
+    /// true if the pipe is empty.
+    fn drain_pipe(&mut self, deadline: Instant) -> io::Result<bool> {
+        let socket = self.stream.as_raw_fd();
+        loop {
+            let Some(pipe) = self.splice.as_mut() else {
+                return Ok(true);
+            };
+            if pipe.queued == 0 {
+                return Ok(true);
+            }
+            match pipe.splice_to(socket) {
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if !wait_ready(socket, libc::POLLOUT, deadline)? {
+                        return Ok(false);
+                    }
+                }
+                Err(e) if splice_unsupported(&e) => {
+                    self.stop_splicing(&e)?;
+                    return Ok(true);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Writes out queued bytes until done or `deadline`; true if nothing
+    /// is left.
     fn flush_out(&mut self, deadline: Instant) -> io::Result<bool> {
+        if !self.drain_pipe(deadline)? {
+            return Ok(false);
+        }
         while !self.out.is_empty() {
             let out = std::mem::take(&mut self.out);
             let n = self.write_now(&[&out])?;
@@ -442,18 +672,23 @@ impl Display {
 
     /// Sends one message within `deadline`; what does not fit in time is
     /// queued so the stream stays whole. Returns false if it had to queue.
+    /// The payload goes by reference if `by_reference` allows it and the
+    /// kernel supports it. Nothing else may be pending.
     fn send_message(
         &mut self,
         request: u32,
         body: &[u8],
         payload: &[u8],
         deadline: Instant,
+        by_reference: bool,
     ) -> io::Result<bool> {
         let hdr = header(request, 0, body.len() + payload.len());
-        let total = hdr.len() + body.len() + payload.len();
+        let by_reference = by_reference && payload.len() >= SPLICE_MIN && self.splice.is_some();
+        let copied: &[u8] = if by_reference { &[] } else { payload };
+        let total = hdr.len() + body.len() + copied.len();
         let mut sent = 0;
         while sent < total {
-            let parts = remaining(&[&hdr, body, payload], sent);
+            let parts = remaining(&[&hdr, body, copied], sent);
             let n = self.write_now(&parts)?;
             sent += n;
             if sent < total
@@ -466,14 +701,50 @@ impl Display {
                 return Ok(false);
             }
         }
+        if by_reference {
+            return self.splice_payload(payload, deadline);
+        }
         Ok(true)
+    }
+
+    /// Sends `payload` through the pipe by reference (the header is out);
+    /// on a stall past `deadline` the rest is queued by copy behind what
+    /// the pipe holds.
+    fn splice_payload(&mut self, payload: &[u8], deadline: Instant) -> io::Result<bool> {
+        let mut off = 0;
+        while off < payload.len() {
+            if !self.drain_pipe(deadline)? {
+                self.out.extend_from_slice(&payload[off..]);
+                return Ok(false);
+            }
+            let Some(pipe) = self.splice.as_mut() else {
+                // The kernel refused: the rest goes by copy.
+                self.out.extend_from_slice(&payload[off..]);
+                return self.flush_out(deadline);
+            };
+            match pipe.vmsplice(&payload[off..]) {
+                Ok(n) => off += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                // The pipe is empty here, so a full pipe cannot be why.
+                Err(e) => {
+                    self.stop_splicing(&e)?;
+                    self.out.extend_from_slice(&payload[off..]);
+                    return self.flush_out(deadline);
+                }
+            }
+        }
+        if !self.drain_pipe(deadline)? {
+            return Ok(false);
+        }
+        // A refusal on the last splice leaves the pipe's bytes in `out`.
+        self.flush_out(deadline)
     }
 
     /// False if the frontend stopped reading: the rest of an earlier, cut
     /// message did not go out within a [`STALL_PROBE`] wait. Counts the
     /// update the caller will then not send as dropped.
     pub fn ready_for_update(&mut self) -> bool {
-        if self.out.is_empty() {
+        if !self.pending() {
             return true;
         }
         let ready = self
@@ -492,10 +763,11 @@ impl Display {
         body: &[u8],
         payload: &[u8],
         what: &'static str,
+        by_reference: bool,
     ) -> Result<(), DisplayError> {
         // Stalled: give the rest of the cut message a short chance to go
         // out; drop this update if it does not.
-        if !self.out.is_empty()
+        if self.pending()
             && !self
                 .flush_out(Instant::now() + STALL_PROBE)
                 .map_err(err(what))?
@@ -504,7 +776,7 @@ impl Display {
             return Ok(());
         }
         let deadline = Instant::now() + UPDATE_DEADLINE;
-        self.send_message(request, body, payload, deadline)
+        self.send_message(request, body, payload, deadline, by_reference)
             .map(|_| ())
             .map_err(err(what))
     }
@@ -517,7 +789,7 @@ impl Display {
         payload: &[u8],
         what: &'static str,
     ) -> Result<(), DisplayError> {
-        if !self.out.is_empty()
+        if self.pending()
             && !self
                 .flush_out(Instant::now() + STALL_PROBE)
                 .map_err(err(what))?
@@ -540,7 +812,7 @@ impl Display {
             return Ok(());
         }
         let deadline = Instant::now() + UPDATE_DEADLINE;
-        self.send_message(request, body, payload, deadline)
+        self.send_message(request, body, payload, deadline, false)
             .map(|_| ())
             .map_err(err(what))
     }
@@ -562,7 +834,7 @@ impl Display {
             return Err(timed_out());
         }
         if !self
-            .send_message(request, body, &[], deadline)
+            .send_message(request, body, &[], deadline, false)
             .map_err(err(what))?
         {
             return Err(timed_out());
@@ -627,6 +899,153 @@ fn remaining<'a>(parts: &[&'a [u8]], mut skip: usize) -> Vec<&'a [u8]> {
 mod tests {
     use super::*;
 
+    /// A display on `ours` (made non-blocking, with the default send
+    /// buffer) that announced `w`x`h`.
+    fn display_on(ours: UnixStream, w: u32, h: u32) -> Display {
+        ours.set_nonblocking(true).expect("nonblocking");
+        Display {
+            stream: ours,
+            edid: false,
+            out: Vec::new(),
+            announced: [(w, h); MAX_SCANOUTS],
+            dropped: 0,
+            splice: SplicePipe::new().ok(),
+        }
+    }
+
+    /// Reads UPDATE messages from `theirs` until `bytes` payload bytes
+    /// arrived; returns the payloads in order, each after checking that the
+    /// header's size matches the body and rows.
+    fn read_updates(theirs: &mut UnixStream, mut bytes: usize) -> Vec<Vec<u8>> {
+        let mut payloads = Vec::new();
+        while bytes > 0 {
+            let mut hdr = [0u8; 12 + 20];
+            theirs.read_exact(&mut hdr).expect("header");
+            let word = |i: usize| u32::from_le_bytes(hdr[i..i + 4].try_into().expect("4"));
+            assert_eq!(word(0), req::UPDATE);
+            let size = word(8) as usize - 20;
+            assert_eq!(size, (word(24) * word(28) * 4) as usize);
+            let mut payload = vec![0u8; size];
+            theirs.read_exact(&mut payload).expect("payload");
+            bytes -= size.min(bytes);
+            payloads.push(payload);
+        }
+        payloads
+    }
+
+    fn pattern(len: usize, seed: usize) -> Vec<u8> {
+        (0..len).map(|i| ((i / 4 + seed) % 251) as u8).collect()
+    }
+
+    #[test]
+    fn test_mapped_updates_arrive_whole_and_in_order() {
+        let (ours, mut theirs) = UnixStream::pair().expect("socketpair");
+        deepen_send_buffer(&ours);
+        let mut display = display_on(ours, u32::MAX, u32::MAX);
+        let rect = Rect {
+            x: 0,
+            y: 0,
+            width: 1024,
+            height: 768,
+        };
+        let frames: Vec<Vec<u8>> = (0..3).map(|k| pattern(1024 * 768 * 4, k)).collect();
+        let reader = std::thread::spawn(move || read_updates(&mut theirs, 3 * 1024 * 768 * 4));
+
+        for f in &frames {
+            display.update_mapped(0, rect, f).expect("update");
+        }
+
+        let got: Vec<u8> = reader.join().expect("reader").concat();
+        assert_eq!(got, frames.concat());
+        assert!(
+            display.splice.is_some(),
+            "the kernel took the pages by reference"
+        );
+        assert_eq!(display.dropped_updates(), 0);
+    }
+
+    #[test]
+    fn test_a_stalled_mapped_update_keeps_the_stream_whole() {
+        let (ours, mut theirs) = UnixStream::pair().expect("socketpair");
+        let mut display = display_on(ours, u32::MAX, u32::MAX);
+        // The default send buffer is smaller than one band: the first
+        // update stalls.
+        let rect = Rect {
+            x: 0,
+            y: 0,
+            width: 1024,
+            height: 1024,
+        };
+        let frame = pattern(1024 * 1024 * 4, 3);
+
+        // Nobody reads: the first message is cut and kept, the rest dropped.
+        for _ in 0..4 {
+            display.update_mapped(0, rect, &frame).expect("stall");
+        }
+        assert!(display.pending());
+        assert!(display.dropped_updates() >= 1);
+        // The frontend reads again: the cut message completes, and a new
+        // update follows it whole.
+        let reader = std::thread::spawn(move || {
+            let mut got: Vec<Vec<u8>> = Vec::new();
+            while got.last().is_none_or(|p| p.len() != 128 * 4096) {
+                got.extend(read_updates(&mut theirs, 1));
+            }
+            got
+        });
+        while !display.ready_for_update() {}
+        display
+            .update_mapped(
+                0,
+                Rect {
+                    height: 128,
+                    ..rect
+                },
+                &frame[..128 * 4096],
+            )
+            .expect("update");
+        let got = reader.join().expect("reader");
+        // The cut band is the first 1 MiB band of the frame, the new
+        // update the last message; nothing torn in between.
+        assert_eq!(got[0], frame[..1 << 20]);
+        assert_eq!(got[got.len() - 1], frame[..128 * 4096]);
+        assert!(!display.pending());
+    }
+
+    #[test]
+    fn test_giving_up_splicing_sends_the_piped_bytes_by_copy() {
+        let (ours, mut theirs) = UnixStream::pair().expect("socketpair");
+        let mut display = display_on(ours, u32::MAX, u32::MAX);
+        let bytes = pattern(256 << 10, 9);
+        let mut pipe_bytes = 0;
+        while pipe_bytes < bytes.len() {
+            pipe_bytes += display
+                .splice
+                .as_mut()
+                .expect("pipe")
+                .vmsplice(&bytes[pipe_bytes..])
+                .expect("vmsplice");
+        }
+        display.out.extend_from_slice(b"tail");
+
+        display
+            .stop_splicing(&io::Error::from_raw_os_error(libc::EINVAL))
+            .expect("unsplice");
+        assert!(display.splice.is_none());
+        let reader = std::thread::spawn(move || {
+            let mut got = vec![0u8; (256 << 10) + 4];
+            theirs.read_exact(&mut got).expect("read");
+            got
+        });
+        assert!(display
+            .flush_out(Instant::now() + UPDATE_DEADLINE)
+            .expect("flush"));
+
+        let got = reader.join().expect("reader");
+        assert_eq!(&got[..256 << 10], &bytes[..]);
+        assert_eq!(&got[256 << 10..], b"tail");
+    }
+
     #[test]
     fn test_remaining_skips_whole_and_partial_parts() {
         let a = [1u8, 2, 3];
@@ -652,13 +1071,7 @@ mod tests {
     fn test_updates_to_a_frontend_that_stops_reading_are_dropped_quickly() {
         let (ours, theirs) = UnixStream::pair().expect("socketpair");
         ours.set_nonblocking(true).expect("nonblocking");
-        let mut display = Display {
-            stream: ours,
-            edid: false,
-            out: Vec::new(),
-            announced: [(u32::MAX, u32::MAX); MAX_SCANOUTS],
-            dropped: 0,
-        };
+        let mut display = display_on(ours, u32::MAX, u32::MAX);
         let rect = Rect {
             x: 0,
             y: 0,
@@ -689,13 +1102,7 @@ mod tests {
     fn test_update_beyond_the_announced_display_is_clipped() {
         let (ours, mut theirs) = UnixStream::pair().expect("socketpair");
         ours.set_nonblocking(true).expect("nonblocking");
-        let mut display = Display {
-            stream: ours,
-            edid: false,
-            out: Vec::new(),
-            announced: [(4, 2); MAX_SCANOUTS],
-            dropped: 0,
-        };
+        let mut display = display_on(ours, 4, 2);
         let rect = Rect {
             x: 2,
             y: 0,

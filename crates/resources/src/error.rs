@@ -142,6 +142,14 @@ pub enum ResourceError {
         /// Configured limit.
         max: u64,
     },
+    /// The host could not allocate the resource's pixel copy.
+    #[error("resource {id}: the host could not allocate {needed} bytes for its pixels")]
+    HostAllocationFailed {
+        /// Resource id.
+        id: u32,
+        /// Bytes the resource needs.
+        needed: u64,
+    },
     /// The configuration is not usable.
     #[error("invalid configuration: {0}")]
     InvalidConfig(&'static str),
@@ -274,7 +282,9 @@ impl ResourceError {
             | Self::Renderer { .. }
             | Self::RendererInit(_)
             | Self::ResourceInUse { .. } => ErrorCode::Unspec,
-            Self::HostMemoryExhausted { .. } => ErrorCode::OutOfMemory,
+            Self::HostMemoryExhausted { .. } | Self::HostAllocationFailed { .. } => {
+                ErrorCode::OutOfMemory
+            }
             Self::InvalidScanoutId { .. } => ErrorCode::InvalidScanoutId,
             Self::ResourceIdInUse { .. } | Self::UnknownResource { .. } => {
                 ErrorCode::InvalidResourceId

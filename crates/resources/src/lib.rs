@@ -85,6 +85,7 @@
 
 mod backing;
 mod error;
+mod pixels;
 mod proto;
 mod state;
 
@@ -92,6 +93,6 @@ pub use backing::{BackingEntries, GuestRange};
 pub use error::ResourceError;
 pub use proto::{ErrorCode, MemEntry, Rect};
 pub use state::{
-    CursorImage, GpuState, GpuStateConfig, ResourceKind, ScanoutUpdate, CURSOR_HEIGHT,
+    CursorImage, GpuState, GpuStateConfig, HostRows, ResourceKind, ScanoutUpdate, CURSOR_HEIGHT,
     CURSOR_WIDTH, MAX_RESOURCE_DIMENSION, MAX_SCANOUTS,
 };

@@ -8,6 +8,7 @@ use vm_memory::{GuestAddressSpace, GuestMemoryAtomic, GuestMemoryMmap};
 
 use crate::backing::{Backing, BackingEntries, GuestRange, HostReader, ReadError, RegionMap};
 use crate::error::ResourceError;
+use crate::pixels::HostPixels;
 use crate::proto::{format_bytes_per_pixel, MemEntry, Rect, VIRTIO_GPU_BLOB_MEM_GUEST};
 
 /// Largest width or height of a resource, in pixels (as QEMU and crosvm).
@@ -121,20 +122,24 @@ struct BlobLayout {
     offset: u32,
 }
 
-/// The host pixel copy of a 2D resource: `width * height * 4` bytes, rows
-/// `width * 4` apart (empty for a guest blob).
-struct HostPixels(Vec<u8>);
-
-impl std::fmt::Debug for HostPixels {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "HostPixels({} bytes)", self.0.len())
-    }
+/// Rows of a 2D resource's host copy ([`GpuState::host_rows`]).
+#[derive(Debug, Clone, Copy)]
+pub struct HostRows<'a> {
+    /// The pixels, rows tightly packed.
+    pub bytes: &'a [u8],
+    /// The host copy is a mapping of its own, whose pages the process never
+    /// reuses for other data: they may be handed to the kernel by reference
+    /// (`vmsplice`); a page still queued when the resource goes keeps these
+    /// pixels.
+    pub own_mapping: bool,
 }
 
 /// One entry of the resource table.
 #[derive(Debug)]
 struct Resource {
     kind: ResourceKind,
+    /// The host pixel copy of a 2D resource: `width * height * 4` bytes,
+    /// rows `width * 4` apart (empty for a guest blob).
     pixels: HostPixels,
     /// `None` is the `NoBacking` state.
     backing: Option<Backing>,
@@ -392,9 +397,9 @@ impl GpuState {
             });
         }
 
-        // Zeroed lazily by the kernel (calloc): pages the guest never
-        // transfers cost no memory. `size` fits u32, hence usize.
-        let pixels = HostPixels(vec![0u8; size as usize]);
+        // `size` fits u32, hence usize.
+        let pixels = HostPixels::zeroed(size as usize)
+            .ok_or(ResourceError::HostAllocationFailed { id, needed })?;
         self.resources.insert(
             id,
             Resource {
@@ -455,7 +460,7 @@ impl GpuState {
                 size,
                 flags: blob_flags,
             },
-            pixels: HostPixels(Vec::new()),
+            pixels: HostPixels::empty(),
             backing: None,
             uuid: None,
             layout: None,
@@ -784,11 +789,11 @@ impl GpuState {
         let mut reader = HostReader::new(backing, &self.regions);
         let copied = if rect.x == 0 && rect.width == width {
             // Full rows: source and destination are both one block.
-            reader.read_at(offset, &mut pixels.0[first..first + rows * pitch])
+            reader.read_at(offset, &mut pixels[first..first + rows * pitch])
         } else {
             (0..rows).try_for_each(|i| {
                 let dst = first + i * pitch;
-                reader.read_at(offset + (i * pitch) as u64, &mut pixels.0[dst..dst + row])
+                reader.read_at(offset + (i * pitch) as u64, &mut pixels[dst..dst + row])
             })
         };
         copied.map_err(|err| read_error(id, OP, end, available, err))
@@ -1052,8 +1057,8 @@ impl GpuState {
     /// id: use [`GpuState::read_pixels`] then.
     ///
     /// Lets the display send a band with one copy (into the socket) instead
-    /// of two.
-    pub fn host_rows(&self, id: u32, rect: Rect) -> Option<&[u8]> {
+    /// of two, or with none ([`HostRows::own_mapping`]).
+    pub fn host_rows(&self, id: u32, rect: Rect) -> Option<HostRows<'_>> {
         let resource = self.resources.get(&id)?;
         let ResourceKind::TwoD { width, height, .. } = resource.kind else {
             return None;
@@ -1068,10 +1073,13 @@ impl GpuState {
         // Inside a resource of at most 16384x16384 pixels: fits usize.
         let pitch = width as usize * BYTES_PER_PIXEL as usize;
         let first = rect.y as usize * pitch;
-        resource
+        let bytes = resource
             .pixels
-            .0
-            .get(first..first + rect.height as usize * pitch)
+            .get(first..first + rect.height as usize * pitch)?;
+        Some(HostRows {
+            bytes,
+            own_mapping: resource.pixels.is_mapped(),
+        })
     }
 
     /// Appends `rect` of 2D resource `id`'s host copy to `out` (empty on
@@ -1091,7 +1099,7 @@ impl GpuState {
         let row = rect.width as usize * bpp;
         let rows = rect.height as usize;
         let first = rect.y as usize * pitch + rect.x as usize * bpp;
-        let pixels = &resource.pixels.0;
+        let pixels = &resource.pixels[..];
         out.reserve(row * rows);
         if row == pitch {
             out.extend_from_slice(&pixels[first..first + rows * pitch]);

@@ -1371,7 +1371,25 @@ fn test_host_rows_full_width_band_is_the_read_pixels_bytes() {
 
     let rows = state.host_rows(1, band).expect("full-width band");
 
-    assert_eq!(rows, &copied[..]);
+    assert_eq!(rows.bytes, &copied[..]);
+    // A small copy lives on the heap, never sent by reference.
+    assert!(!rows.own_mapping);
+}
+
+#[test]
+fn test_host_rows_of_a_large_resource_come_from_its_own_mapping() {
+    let (mut state, _mem) = new_state();
+    state
+        .create_2d(7, FORMAT, 1024, 512)
+        .expect("2 MiB resource");
+
+    let rows = state
+        .host_rows(7, full(1024, 512))
+        .expect("full-width band");
+
+    assert!(rows.own_mapping);
+    assert_eq!(rows.bytes.len(), 1024 * 512 * 4);
+    assert!(rows.bytes.iter().all(|&b| b == 0));
 }
 
 #[test]

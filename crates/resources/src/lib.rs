@@ -84,6 +84,7 @@
 //!   control queue. A resource shown on a scanout cannot be unref'd.
 
 mod backing;
+mod copier;
 mod error;
 mod pixels;
 mod proto;

@@ -7,6 +7,7 @@ use log::{debug, warn};
 use vm_memory::{GuestAddressSpace, GuestMemoryAtomic, GuestMemoryMmap};
 
 use crate::backing::{Backing, BackingEntries, GuestRange, HostReader, ReadError, RegionMap};
+use crate::copier::Copier;
 use crate::error::ResourceError;
 use crate::pixels::HostPixels;
 use crate::proto::{format_bytes_per_pixel, MemEntry, Rect, VIRTIO_GPU_BLOB_MEM_GUEST};
@@ -217,6 +218,8 @@ pub struct GpuState {
     regions: RegionMap,
     /// Recycled range buffers (see [`RANGE_POOL_BUFFERS`]).
     range_pool: Vec<Vec<GuestRange>>,
+    /// Shares large TRANSFER_TO_HOST_2D copies with a helper thread.
+    copier: Copier,
     resources: BTreeMap<u32, Resource>,
     scanouts: Vec<Option<Scanout>>,
     cursor: Cursor,
@@ -310,6 +313,7 @@ impl GpuState {
             mem_snapshot,
             regions,
             range_pool: Vec::new(),
+            copier: Copier::default(),
             resources: BTreeMap::new(),
             scanouts: vec![None; config.num_scanouts as usize],
             cursor: Cursor::default(),
@@ -786,11 +790,17 @@ impl GpuState {
         else {
             return Err(ResourceError::NoBacking { id, op: OP });
         };
-        let mut reader = HostReader::new(backing, &self.regions);
         let copied = if rect.x == 0 && rect.width == width {
-            // Full rows: source and destination are both one block.
-            reader.read_at(offset, &mut pixels[first..first + rows * pitch])
+            // Full rows: source and destination are both one block, copied
+            // on two threads when large.
+            self.copier.read(
+                backing,
+                &self.regions,
+                offset,
+                &mut pixels[first..first + rows * pitch],
+            )
         } else {
+            let mut reader = HostReader::new(backing, &self.regions);
             (0..rows).try_for_each(|i| {
                 let dst = first + i * pitch;
                 reader.read_at(offset + (i * pitch) as u64, &mut pixels[dst..dst + row])

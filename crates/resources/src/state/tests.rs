@@ -1958,3 +1958,37 @@ fn test_attach_backing_after_memory_update_validates_against_new_memory() {
     assert_eq!(code(&err), ErrorCode::InvalidParameter);
     assert!(!state.has_backing(1));
 }
+
+#[test]
+fn test_large_transfer_shared_with_the_copy_helper_copies_every_byte() {
+    // 1024x768 = 3 MiB, above the two-thread threshold, over scattered
+    // pages (every other page from AREA_B), so chunks cross many ranges.
+    let (mut state, mem) = new_state();
+    let (w, h) = (1024u32, 768u32);
+    let bytes = u64::from(w * h * 4);
+    let entries: Vec<MemEntry> = (0..bytes / PAGE)
+        .map(|i| MemEntry {
+            addr: AREA_B + 2 * i * PAGE,
+            length: PAGE as u32,
+        })
+        .collect();
+    state.create_2d(9, FORMAT, w, h).expect("create");
+    state.attach_backing(9, &entries).expect("attach");
+    for round in 0..20u64 {
+        // No period shorter than the copy (`pattern` repeats every 64 KiB).
+        let content: Vec<u8> = (0..bytes)
+            .map(|i| ((i + round).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 56) as u8)
+            .collect();
+        for (i, page) in content.chunks(PAGE as usize).enumerate() {
+            write_guest(&mem, AREA_B + 2 * i as u64 * PAGE, page);
+        }
+
+        state
+            .transfer_to_host_2d(9, full(w, h), 0)
+            .expect("transfer");
+
+        let mut out = Vec::new();
+        state.read_pixels(9, full(w, h), &mut out).expect("read");
+        assert!(out == content, "round {round}: host copy differs");
+    }
+}

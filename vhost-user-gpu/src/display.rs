@@ -633,6 +633,12 @@ impl Display {
                 return Ok(true);
             }
             match pipe.splice_to(socket) {
+                // Nothing moved with bytes queued: treat as a refusal rather
+                // than loop.
+                Ok(0) => {
+                    self.stop_splicing(&io::Error::from(io::ErrorKind::WriteZero))?;
+                    return Ok(true);
+                }
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -723,6 +729,11 @@ impl Display {
                 return self.flush_out(deadline);
             };
             match pipe.vmsplice(&payload[off..]) {
+                Ok(0) => {
+                    self.stop_splicing(&io::Error::from(io::ErrorKind::WriteZero))?;
+                    self.out.extend_from_slice(&payload[off..]);
+                    return self.flush_out(deadline);
+                }
                 Ok(n) => off += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 // The pipe is empty here, so a full pipe cannot be why.

@@ -122,6 +122,9 @@ fn stall_ratio(bo: Option<&PsiPhase>, anon: Option<&PsiPhase>) -> Option<f64> {
 /// reclaimed (`--swap-ratio`, after the read phase).
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
 pub struct ReclaimCheck {
+    /// The last objects transferred again (swapped in and attached) before
+    /// the check, up to 40% of RAM: the read phase leaves most evicted.
+    pub brought_back_objects: u64,
     /// Resident bytes of the run's objects before the pressure (fdinfo
     /// `drm-resident-memory` of the workload's DRM file). All of them are
     /// evictable: 2D objects, idle, never pinned, exported or scanned out.

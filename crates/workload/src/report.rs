@@ -93,6 +93,11 @@ pub struct SwapPhases {
     pub write_steps: Steps,
     /// Where the read phase's time went.
     pub read_steps: Steps,
+    /// Deltas of the shrinker's debugfs counters over the write phase
+    /// (`evicted_objects`, `reclaim_skipped`, ...), `null` without the file.
+    pub write_shrinker: Option<Counters>,
+    /// The same over the read phase.
+    pub read_shrinker: Option<Counters>,
 }
 
 impl SwapPhases {

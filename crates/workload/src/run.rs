@@ -89,15 +89,24 @@ struct SwapMark {
     at: Instant,
     vmstat: Counters,
     psi: Option<Psi>,
+    shrinker: Option<Counters>,
 }
 
 impl SwapMark {
-    fn now() -> Self {
+    fn now(shrinker_file: &Path) -> Self {
         Self {
+            shrinker: sysinfo::read_shrinker(shrinker_file),
             psi: sysinfo::read_memory_psi(),
             vmstat: sysinfo::read_vmstat(),
             at: Instant::now(),
         }
+    }
+
+    /// The shrinker counters' deltas since the mark, `None` without the
+    /// file.
+    fn shrinker(&self, shrinker_file: &Path) -> Option<Counters> {
+        let end = sysinfo::read_shrinker(shrinker_file)?;
+        Some(sysinfo::delta(self.shrinker.as_ref()?, &end))
     }
 
     /// The memory stall since the mark, `None` without PSI.
@@ -406,27 +415,29 @@ impl<'a> Workload<'a> {
             source,
         })?;
         eprintln!("vugpu-workload: swap-ratio anonymous {} MiB", bytes >> 20);
-        let anon = anon_swap_phases(bytes, self.cfg.seed)?;
+        let anon = anon_swap_phases(bytes, self.cfg.seed, &self.cfg.shrinker_file)?;
 
         // BO write phase: allocate (create) + dirty (map, fill, unmap),
         // plus what only an object needs, handing it to the device
         // (TRANSFER, which attaches the backing). One WAIT at the end.
         progress::set_phase("fill");
         self.steps = StepClock::default();
-        let mark = SwapMark::now();
+        let mark = SwapMark::now(&self.cfg.shrinker_file);
         self.create_and_fill()?;
         self.wait_last()?;
         let (written_pages, write_secs) = mark.since("pswpout");
         let write_psi = mark.psi();
+        let write_shrinker = mark.shrinker(&self.cfg.shrinker_file);
         let write_steps = std::mem::take(&mut self.steps).secs();
         // BO read phase: map, check (swap-in faults), unmap, TRANSFER
         // (re-attach), one WAIT at the end.
         progress::set_phase("reuse");
-        let mark = SwapMark::now();
+        let mark = SwapMark::now(&self.cfg.shrinker_file);
         self.reuse_and_verify()?;
         self.wait_last()?;
         let (read_pages, read_secs) = mark.since("pswpin");
         let read_psi = mark.psi();
+        let read_shrinker = mark.shrinker(&self.cfg.shrinker_file);
         let read_steps = std::mem::take(&mut self.steps).secs();
         let bo = SwapPhases {
             written_pages,
@@ -437,6 +448,8 @@ impl<'a> Workload<'a> {
             read_psi,
             write_steps,
             read_steps,
+            write_shrinker,
+            read_shrinker,
         };
         let mut r = SwapRatio::new(bytes, warmup, anon, bo);
         r.wait_each = self.wait_each;
@@ -538,7 +551,7 @@ impl<'a> Workload<'a> {
         };
         let before = sysinfo::read_shrinker(&self.cfg.shrinker_file);
         let bytes = c.pressure_bytes;
-        let mark = SwapMark::now();
+        let mark = SwapMark::now(&self.cfg.shrinker_file);
         let mut map =
             AnonMap::new(bytes).map_err(|source| WorkloadError::Pressure { bytes, source })?;
         for page in map.words_mut().chunks_mut(512) {
@@ -986,19 +999,24 @@ impl Drop for AnonMap {
 /// The anonymous phases of `--swap-ratio`: `bytes` of anonymous memory
 /// filled with the pattern (4 MiB chunks, like objects), then every chunk
 /// read back and checked; pswpout over the fill and pswpin over the re-read.
-fn anon_swap_phases(bytes: u64, seed: u64) -> Result<SwapPhases, WorkloadError> {
+fn anon_swap_phases(
+    bytes: u64,
+    seed: u64,
+    shrinker_file: &Path,
+) -> Result<SwapPhases, WorkloadError> {
     let mut map =
         AnonMap::new(bytes).map_err(|source| WorkloadError::Pressure { bytes, source })?;
     let words = map.words_mut();
     let chunk_words = ANON_CHUNK_BYTES / 8;
-    let mark = SwapMark::now();
+    let mark = SwapMark::now(shrinker_file);
     for (i, chunk) in (0u64..).zip(words.chunks_mut(chunk_words)) {
         pattern::fill(chunk, seed, ANON_OBJECT_BASE + i);
     }
     let (written_pages, write_secs) = mark.since("pswpout");
     let write_psi = mark.psi();
+    let write_shrinker = mark.shrinker(shrinker_file);
     progress::set_phase("reuse");
-    let mark = SwapMark::now();
+    let mark = SwapMark::now(shrinker_file);
     let (mut bad_chunks, mut bad_bytes) = (0u64, 0u64);
     for (i, chunk) in (0u64..).zip(words.chunks(chunk_words)) {
         let v = pattern::verify(chunk, seed, ANON_OBJECT_BASE + i);
@@ -1024,6 +1042,8 @@ fn anon_swap_phases(bytes: u64, seed: u64) -> Result<SwapPhases, WorkloadError> 
             cpu: read_secs,
             ..Default::default()
         },
+        write_shrinker,
+        read_shrinker: mark.shrinker(shrinker_file),
     };
     drop(map);
     if bad_bytes > 0 {
@@ -1145,7 +1165,11 @@ mod tests {
 
     #[test]
     fn test_anon_swap_phases_small_region_reads_back_intact() {
-        let r = anon_swap_phases(3 * ANON_CHUNK_BYTES as u64 / 2, 7);
+        let r = anon_swap_phases(
+            3 * ANON_CHUNK_BYTES as u64 / 2,
+            7,
+            Path::new("/nonexistent/shrinker"),
+        );
 
         let p = r.unwrap();
         assert!(p.write_secs >= 0.0 && p.read_secs >= 0.0);

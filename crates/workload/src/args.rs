@@ -119,8 +119,9 @@ pub struct Args {
     /// anonymous memory of the objects' total size dirtied and re-read, then
     /// the objects created, filled and transferred, then read back and
     /// transferred again (one WAIT at the end of each BO phase); pswpout,
-    /// pswpin and the PSI memory stall per phase, and a reclaim check
-    /// under pressure, go into the report's `swap_ratio`. No --pressure-mib.
+    /// pswpin and the PSI memory stall per phase, a reclaim check under
+    /// pressure, and the anonymous pass again once the objects are closed
+    /// go into the report's `swap_ratio`. No --pressure-mib.
     #[arg(long)]
     pub swap_ratio: bool,
 

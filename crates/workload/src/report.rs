@@ -116,11 +116,24 @@ fn rate(pages: u64, secs: f64) -> Option<f64> {
     (pages > 0 && secs > 0.0).then(|| pages as f64 / secs)
 }
 
-/// BO stall over anonymous stall (PSI `full` microseconds) of one phase
-/// kind; `null` without PSI or when the anonymous phase did not stall.
-fn stall_ratio(bo: Option<&PsiPhase>, anon: Option<&PsiPhase>) -> Option<f64> {
-    let (b, a) = (bo?.full_stall_us, anon?.full_stall_us);
-    (a > 0).then(|| b as f64 / a as f64)
+/// The mean of the values that are present, `None` if one is missing:
+/// `first` always counts, `second` only when given.
+fn mean(first: Option<f64>, second: Option<Option<f64>>) -> Option<f64> {
+    match second {
+        None => first,
+        Some(second) => Some((first? + second?) / 2.0),
+    }
+}
+
+/// `b / a`, `None` when either is missing or `a` is not positive.
+fn ratio(b: Option<f64>, a: Option<f64>) -> Option<f64> {
+    let (b, a) = (b?, a?);
+    (a > 0.0).then(|| b / a)
+}
+
+/// PSI `full` stall microseconds of a phase, `None` without PSI.
+fn full_stall(psi: Option<&PsiPhase>) -> Option<f64> {
+    psi.map(|p| p.full_stall_us as f64)
 }
 
 /// How much of the objects' evictable memory memory pressure really
@@ -168,17 +181,26 @@ pub struct SwapRatio {
     /// Whether the BO phases waited for every object's transfer
     /// (`--swap-ratio-wait-each`) instead of once at the phase end.
     pub wait_each: bool,
-    /// Anonymous memory.
+    /// Anonymous memory, before the objects.
     pub anon: SwapPhases,
+    /// Anonymous memory again, after the objects were closed: with
+    /// [`Self::anon`] around the BO phases, a change of the machine's speed
+    /// during the run shows and averages out.
+    pub anon_after: Option<SwapPhases>,
     /// Buffer objects.
     pub bo: SwapPhases,
-    /// BO pages/s written over anonymous pages/s written (`null` when
-    /// either moved nothing).
+    /// BO pages/s written over the mean of the anonymous passes' pages/s
+    /// written (`null` when a phase moved nothing).
     pub written_ratio: Option<f64>,
     /// The same for pages read.
     pub read_ratio: Option<f64>,
-    /// BO write-phase stall over anonymous write-phase stall (PSI `full`
-    /// microseconds); target <= 1.
+    /// Second anonymous pass's pages/s written over the first's: how much
+    /// the machine drifted during the run (1.0 = not at all).
+    pub anon_after_written_ratio: Option<f64>,
+    /// The same for pages read.
+    pub anon_after_read_ratio: Option<f64>,
+    /// BO write-phase stall over the mean anonymous write-phase stall (PSI
+    /// `full` microseconds); target <= 1.
     pub write_stall_ratio: Option<f64>,
     /// The same for the read phases.
     pub read_stall_ratio: Option<f64>,
@@ -187,21 +209,40 @@ pub struct SwapRatio {
 }
 
 impl SwapRatio {
-    /// Builds the report object and its ratios.
+    /// Builds the report object and its ratios (against `anon` alone).
     pub fn new(bytes: u64, warmup_bytes: u64, anon: SwapPhases, bo: SwapPhases) -> Self {
-        let ratio = |b: Option<f64>, a: Option<f64>| Some(b? / a?);
-        Self {
+        let mut r = Self {
             bytes,
             warmup_bytes,
-            wait_each: false,
-            written_ratio: ratio(bo.write_rate(), anon.write_rate()),
-            read_ratio: ratio(bo.read_rate(), anon.read_rate()),
-            write_stall_ratio: stall_ratio(bo.write_psi.as_ref(), anon.write_psi.as_ref()),
-            read_stall_ratio: stall_ratio(bo.read_psi.as_ref(), anon.read_psi.as_ref()),
-            reclaim: None,
             anon,
             bo,
-        }
+            ..Default::default()
+        };
+        r.compute();
+        r
+    }
+
+    /// Adds the second anonymous pass and computes the ratios again,
+    /// against the mean of both passes.
+    pub fn set_anon_after(&mut self, after: SwapPhases) {
+        self.anon_after = Some(after);
+        self.compute();
+    }
+
+    fn compute(&mut self) {
+        let (a, b, after) = (&self.anon, &self.bo, self.anon_after.as_ref());
+        let anon_write = mean(a.write_rate(), after.map(SwapPhases::write_rate));
+        let anon_read = mean(a.read_rate(), after.map(SwapPhases::read_rate));
+        self.written_ratio = ratio(b.write_rate(), anon_write);
+        self.read_ratio = ratio(b.read_rate(), anon_read);
+        self.anon_after_written_ratio = after.and_then(|x| ratio(x.write_rate(), a.write_rate()));
+        self.anon_after_read_ratio = after.and_then(|x| ratio(x.read_rate(), a.read_rate()));
+        let stall = |f: fn(&SwapPhases) -> Option<&PsiPhase>| {
+            let anon = mean(full_stall(f(a)), after.map(|x| full_stall(f(x))));
+            ratio(full_stall(f(b)), anon)
+        };
+        self.write_stall_ratio = stall(|p| p.write_psi.as_ref());
+        self.read_stall_ratio = stall(|p| p.read_psi.as_ref());
     }
 }
 
@@ -442,6 +483,30 @@ mod tests {
 
         assert_eq!(r.write_stall_ratio, Some(0.75));
         assert_eq!(r.read_stall_ratio, None);
+    }
+
+    #[test]
+    fn test_swap_ratio_second_anonymous_pass_averages_the_rates() {
+        let phases = |written: u64, stall: u64| SwapPhases {
+            written_pages: written,
+            write_secs: 1.0,
+            read_pages: 100,
+            read_secs: 1.0,
+            write_psi: Some(PsiPhase {
+                full_stall_us: stall,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let mut r = SwapRatio::new(1, 0, phases(1000, 100), phases(1500, 150));
+        assert_eq!(r.written_ratio, Some(1.5));
+
+        r.set_anon_after(phases(2000, 200));
+
+        assert_eq!(r.written_ratio, Some(1.0));
+        assert_eq!(r.anon_after_written_ratio, Some(2.0));
+        assert_eq!(r.read_ratio, Some(1.0));
+        assert_eq!(r.write_stall_ratio, Some(1.0));
     }
 
     #[test]

@@ -475,7 +475,23 @@ impl<'a> Workload<'a> {
             r.reclaim = Some(check);
         }
         progress::set_phase("teardown");
-        self.teardown()
+        self.teardown()?;
+        // The anonymous phases again, with the objects gone: the two passes
+        // bracket the BO phases in time.
+        eprintln!(
+            "vugpu-workload: swap-ratio anonymous again {} MiB",
+            bytes >> 20
+        );
+        progress::set_phase("pressure");
+        let after = anon_swap_phases(bytes, self.cfg.seed, &self.cfg.shrinker_file)?;
+        if let Some(r) = self.report.swap_ratio.as_mut() {
+            r.set_anon_after(after);
+            eprintln!(
+                "vugpu-workload: swap-ratio against both anonymous passes: written {:?}, read {:?}; second/first anonymous pass written {:?}, read {:?}",
+                r.written_ratio, r.read_ratio, r.anon_after_written_ratio, r.anon_after_read_ratio
+            );
+        }
+        Ok(())
     }
 
     /// WAITs for the last object sent to the device without a WAIT (the

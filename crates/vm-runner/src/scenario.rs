@@ -92,6 +92,21 @@ const SWAP_RATIO: &[&str] = &[
     "--swap-ratio",
 ];
 
+/// [`SWAP_RATIO`] with a WAIT after every object's transfer, the BO phases'
+/// structure before issue 9's profile, for comparison.
+const SWAP_RATIO_WAIT_EACH: &[&str] = &[
+    "--kind",
+    "2d",
+    "--total-ram-ratio",
+    "1.5",
+    "--object-mib",
+    "4",
+    "--dontneed-every",
+    "0",
+    "--swap-ratio",
+    "--swap-ratio-wait-each",
+];
+
 /// Free page reporting order of the host-memory guests (128 KiB blocks).
 /// The default is pageblock_order, 10 (4 MiB) in this guest config (no THP,
 /// no hugetlbfs), and without compaction the memory the workload frees is
@@ -580,6 +595,15 @@ pub static TABLE: &[Spec] = &[
         about: "evict after a warm-up and an anonymous pass of the same size: BO/anonymous \
                 pages per second written to and read from swap",
         workload: SWAP_RATIO,
+        verdict: VerdictKind::SwapRatio,
+        in_all: false,
+        ..EVICT
+    },
+    Spec {
+        name: "swap-ratio-wait-each",
+        about: "swap-ratio with a WAIT after every object's transfer (the BO phases as \
+                measured before issue 9's profile)",
+        workload: SWAP_RATIO_WAIT_EACH,
         verdict: VerdictKind::SwapRatio,
         in_all: false,
         ..EVICT

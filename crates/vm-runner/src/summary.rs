@@ -72,6 +72,22 @@ pub struct Figures {
     pub detach_p99_us: Option<f64>,
     /// Workload phase times in milliseconds, as reported.
     pub phases_ms: Option<Value>,
+    /// `swap-ratio`: BO/anonymous pages per second written to swap.
+    pub swap_written_ratio: Option<f64>,
+    /// `swap-ratio`: BO/anonymous pages per second read from swap.
+    pub swap_read_ratio: Option<f64>,
+    /// `swap-ratio`: PSI memory `full` stall of the anonymous write phase, ms.
+    pub anon_write_stall_ms: Option<f64>,
+    /// `swap-ratio`: the same for the BO write phase (target: no more
+    /// than the anonymous one).
+    pub bo_write_stall_ms: Option<f64>,
+    /// `swap-ratio`: PSI memory `full` stall of the anonymous read phase, ms.
+    pub anon_read_stall_ms: Option<f64>,
+    /// `swap-ratio`: the same for the BO read phase.
+    pub bo_read_stall_ms: Option<f64>,
+    /// `swap-ratio`: share of the evictable object bytes reclaimed under
+    /// pressure, percent.
+    pub reclaimed_under_pressure_pct: Option<f64>,
 }
 
 fn throughput(bytes: Option<u64>, ms: Option<u64>) -> Option<f64> {
@@ -111,6 +127,15 @@ impl Figures {
             f.evict_mib_per_s = throughput(f.evicted_bytes, fill_pressure);
             f.swap_in_mib_per_s = throughput(f.swapped_in_bytes, u("phases_ms.reuse_verify"));
             f.phases_ms = r.get("phases_ms").cloned();
+            let x = |p: &str| r.get(p).and_then(Value::as_f64);
+            let ms = |p: &str| x(p).map(|us| us / 1000.0);
+            f.swap_written_ratio = x("swap_ratio.written_ratio");
+            f.swap_read_ratio = x("swap_ratio.read_ratio");
+            f.anon_write_stall_ms = ms("swap_ratio.anon.write_psi.full_stall_us");
+            f.bo_write_stall_ms = ms("swap_ratio.bo.write_psi.full_stall_us");
+            f.anon_read_stall_ms = ms("swap_ratio.anon.read_psi.full_stall_us");
+            f.bo_read_stall_ms = ms("swap_ratio.bo.read_psi.full_stall_us");
+            f.reclaimed_under_pressure_pct = x("swap_ratio.reclaim.reclaimed_under_pressure_pct");
         }
         f.host_detach = count(metrics, "vugpu_detach_backing_total");
         f.host_attach = count(metrics, "vugpu_attach_backing_total");

@@ -246,9 +246,19 @@ pub fn evict(ev: &Evidence<'_>, kind: PressureKind) -> Verdict {
     c.finish(Outcome::Pass)
 }
 
+/// Bytes per MiB, for messages.
+const MIB_F64: f64 = 1048576.0;
+
+/// Share of the evictable object bytes that memory pressure must reclaim
+/// in the `swap-ratio` reclaim check (issue 9), percent.
+pub const MIN_RECLAIMED_PCT: f64 = 95.0;
+
 /// `swap-ratio`: the 2D evict checks, plus the workload's `swap_ratio`
 /// figures (pages moved and phase times of anonymous memory and of the
-/// objects, both ratios); the ratios go into the notes.
+/// objects, both ratios, the PSI memory stall of each phase), and its
+/// reclaim check: at least [`MIN_RECLAIMED_PCT`] of the evictable object
+/// bytes reclaimed under pressure. The throughput and stall ratios go into
+/// the notes (targets, not checks).
 pub fn swap_ratio(ev: &Evidence<'_>) -> Verdict {
     let mut v = evict(ev, PressureKind::TwoD);
     let Some(Ok(report)) = ev.report else {
@@ -273,24 +283,107 @@ pub fn swap_ratio(ev: &Evidence<'_>) -> Verdict {
             f("read_secs"),
         );
         rates.push(format!(
-            "{kind} {:.0} pages out in {:.1} s, {:.0} pages in in {:.1} s",
+            "{kind} {:.0} pages out in {:.2} s, {:.0} pages in in {:.2} s",
             wp.unwrap_or(0.0),
             ws.unwrap_or(0.0),
             rp.unwrap_or(0.0),
             rs.unwrap_or(0.0)
         ));
     }
+    // The second anonymous pass, after the objects (optional).
+    let opt = |path: &str| r.get(path).and_then(Value::as_f64);
+    if r.get("swap_ratio.anon_after").is_some() {
+        let f = |k: &str| opt(&format!("swap_ratio.anon_after.{k}")).unwrap_or(0.0);
+        rates.push(format!(
+            "anonymous again {:.0} pages out in {:.2} s, {:.0} pages in in {:.2} s, {:.2}x/{:.2}x the first pass",
+            f("written_pages"),
+            f("write_secs"),
+            f("read_pages"),
+            f("read_secs"),
+            opt("swap_ratio.anon_after_written_ratio").unwrap_or(0.0),
+            opt("swap_ratio.anon_after_read_ratio").unwrap_or(0.0)
+        ));
+    }
     let written = num("swap_ratio.written_ratio".to_owned());
     let read = num("swap_ratio.read_ratio".to_owned());
-    if missing.is_empty() {
-        v.notes.push(format!(
-            "swap ratio BO/anonymous: {:.2}x pages/s written, {:.2}x pages/s read ({})",
-            written.unwrap_or(0.0),
-            read.unwrap_or(0.0),
-            rates.join("; ")
-        ));
-    } else {
+    // PSI: the stall of the allocating process per phase.
+    let mut stall = Vec::new();
+    for phase in ["write", "read"] {
+        let mut us = |kind: &str| num(format!("swap_ratio.{kind}.{phase}_psi.full_stall_us"));
+        let (a, b) = (us("anon"), us("bo"));
+        // With a second anonymous pass, its mean with the first.
+        let a = match opt(&format!("swap_ratio.anon_after.{phase}_psi.full_stall_us")) {
+            Some(after) => a.map(|a| (a + after) / 2.0),
+            None => a,
+        };
+        let secs = |kind: &str| {
+            let first = opt(&format!("swap_ratio.{kind}.{phase}_secs")).unwrap_or(0.0);
+            match opt(&format!("swap_ratio.{kind}_after.{phase}_secs")) {
+                Some(after) => (first + after) / 2.0,
+                None => first,
+            }
+        };
+        if let (Some(a), Some(b)) = (a, b) {
+            let verdict = if b <= a { "met" } else { "missed" };
+            stall.push(format!(
+                "{phase}: BO {:.0} ms vs anonymous {:.0} ms full stall (mean of the anonymous passes; {}; target BO <= anonymous {verdict}), phase time BO {:.2} s vs anonymous {:.2} s",
+                b / 1000.0,
+                a / 1000.0,
+                if a > 0.0 { format!("{:.2}x", b / a) } else { "anonymous 0".to_owned() },
+                secs("bo"),
+                secs("anon")
+            ));
+        }
+    }
+    let evictable = num("swap_ratio.reclaim.evictable_bytes".to_owned());
+    let under = num("swap_ratio.reclaim.resident_under_pressure_bytes".to_owned());
+    let pct = num("swap_ratio.reclaim.reclaimed_under_pressure_pct".to_owned());
+    if !missing.is_empty() {
         v.fail(format!("missing swap-ratio fields: {}", missing.join(", ")));
+        return v;
+    }
+    v.notes.push(format!(
+        "swap ratio BO/anonymous: {:.2}x pages/s written, {:.2}x pages/s read ({})",
+        written.unwrap_or(0.0),
+        read.unwrap_or(0.0),
+        rates.join("; ")
+    ));
+    v.notes.push(format!(
+        "BO stall vs anon stall (PSI memory full): {}",
+        stall.join("; ")
+    ));
+    let (evictable, under, pct) = (
+        evictable.unwrap_or(0.0),
+        under.unwrap_or(0.0),
+        pct.unwrap_or(0.0),
+    );
+    let scanned = r
+        .get("swap_ratio.reclaim.resident_after_forced_scan_bytes")
+        .and_then(Value::as_f64)
+        .map_or_else(
+            || {
+                format!(
+                    "no forced scan ({})",
+                    r.str("swap_ratio.reclaim.forced_scan_error")
+                        .unwrap_or("not reported")
+                )
+            },
+            |b| {
+                format!(
+                    "{:.1} MiB resident after forced shrinker scans",
+                    b / MIB_F64
+                )
+            },
+        );
+    let claim = format!(
+        "reclaimed under pressure {pct:.1}% of {:.1} MiB evictable object bytes ({:.1} MiB still resident; target >= {MIN_RECLAIMED_PCT}%); {scanned}",
+        evictable / MIB_F64,
+        under / MIB_F64
+    );
+    if pct >= MIN_RECLAIMED_PCT {
+        v.notes.push(claim);
+    } else {
+        v.fail(claim);
     }
     v
 }
@@ -911,10 +1004,7 @@ mod tests {
     #[test]
     fn test_swap_ratio_with_figures_passes_and_notes_both_ratios() {
         let (s, mut r, m) = (pass(), evict_report(), host_metrics(50, 147, 97));
-        let phases = json!({"written_pages": 1000, "write_secs": 2.0,
-                            "read_pages": 800, "read_secs": 4.0});
-        r["swap_ratio"] = json!({"anon": phases, "bo": phases,
-                                 "written_ratio": 1.35, "read_ratio": 0.93});
+        r["swap_ratio"] = swap_ratio_figures(97.5);
 
         let v = swap_ratio(&evidence(&s, &r, &m));
 
@@ -925,6 +1015,34 @@ mod tests {
                 .any(|n| n.contains("1.35x pages/s written, 0.93x pages/s read")),
             "{:?}",
             v.notes
+        );
+        assert!(
+            v.notes.iter().any(|n| n.contains("BO stall vs anon stall")
+                && n.contains("write: BO 300 ms vs anonymous 400 ms full stall (mean of the anonymous passes; 0.75x")),
+            "{:?}",
+            v.notes
+        );
+        assert!(
+            v.notes
+                .iter()
+                .any(|n| n.contains("reclaimed under pressure 97.5% of 100.0 MiB")),
+            "{:?}",
+            v.notes
+        );
+    }
+
+    #[test]
+    fn test_swap_ratio_reclaim_below_target_fails() {
+        let (s, mut r, m) = (pass(), evict_report(), host_metrics(50, 147, 97));
+        r["swap_ratio"] = swap_ratio_figures(90.0);
+
+        let v = swap_ratio(&evidence(&s, &r, &m));
+
+        assert_eq!(v.outcome, Outcome::Fail);
+        assert!(
+            v.failures[0].contains("reclaimed under pressure 90.0%"),
+            "{:?}",
+            v.failures
         );
     }
 
@@ -938,10 +1056,27 @@ mod tests {
         assert_eq!(v.outcome, Outcome::Fail);
         assert!(
             v.failures[0].contains("swap_ratio.bo.read_secs")
-                && v.failures[0].contains("swap_ratio.written_ratio"),
+                && v.failures[0].contains("swap_ratio.written_ratio")
+                && v.failures[0].contains("swap_ratio.anon.write_psi.full_stall_us")
+                && v.failures[0].contains("swap_ratio.reclaim.evictable_bytes"),
             "{:?}",
             v.failures
         );
+    }
+
+    fn swap_ratio_figures(reclaimed_pct: f64) -> Value {
+        let phases = |write_stall: u64| {
+            json!({"written_pages": 1000, "write_secs": 2.0,
+                   "read_pages": 800, "read_secs": 4.0,
+                   "write_psi": {"full_stall_us": write_stall},
+                   "read_psi": {"full_stall_us": 1000}})
+        };
+        json!({"anon": phases(400_000), "bo": phases(300_000),
+               "written_ratio": 1.35, "read_ratio": 0.93,
+               "reclaim": {"evictable_bytes": 100 << 20,
+                           "resident_under_pressure_bytes": 1 << 20,
+                           "reclaimed_under_pressure_pct": reclaimed_pct,
+                           "resident_after_forced_scan_bytes": 0}})
     }
 
     #[test]

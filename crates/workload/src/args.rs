@@ -117,10 +117,19 @@ pub struct Args {
     /// Swap-throughput comparison (issue 9) in one boot: an untimed
     /// warm-up (anonymous memory of 1.2x RAM dirtied and freed), then
     /// anonymous memory of the objects' total size dirtied and re-read, then
-    /// the objects created, filled, read back and transferred; pswpout and
-    /// pswpin per phase go into the report's `swap_ratio`. No --pressure-mib.
+    /// the objects created, filled and transferred, then read back and
+    /// transferred again (one WAIT at the end of each BO phase); pswpout,
+    /// pswpin and the PSI memory stall per phase, a reclaim check under
+    /// pressure, and the anonymous pass again once the objects are closed
+    /// go into the report's `swap_ratio`. No --pressure-mib.
     #[arg(long)]
     pub swap_ratio: bool,
+
+    /// With --swap-ratio: WAIT for every object's transfer before the next
+    /// object (the structure before issue 9's profile), instead of once at
+    /// the end of each BO phase.
+    #[arg(long)]
+    pub swap_ratio_wait_each: bool,
 
     /// Free-text scenario name echoed in the report.
     #[arg(long, default_value = "manual")]
@@ -213,6 +222,8 @@ pub struct Config {
     pub device_digests: bool,
     /// Measure anonymous against BO swap throughput (`--swap-ratio`).
     pub swap_ratio: bool,
+    /// `--swap-ratio-wait-each`: WAIT per object in the BO phases.
+    pub swap_ratio_wait_each: bool,
     /// Scenario name for the report.
     pub scenario: String,
     /// Smoke mode.
@@ -285,6 +296,7 @@ impl TryFrom<Args> for Config {
             use_madvise: !a.no_madvise,
             device_digests: a.device_digests,
             swap_ratio: a.swap_ratio && !a.smoke,
+            swap_ratio_wait_each: a.swap_ratio_wait_each,
             scenario: a.scenario,
             smoke: a.smoke,
             card: a.card,

@@ -502,6 +502,12 @@ impl Card {
         Ok(Self { file })
     }
 
+    /// The card file's `/proc/self/fdinfo` text (DRM client memory stats:
+    /// `drm-total-memory`, `drm-resident-memory`, ...).
+    pub fn fdinfo(&self) -> io::Result<String> {
+        std::fs::read_to_string(format!("/proc/self/fdinfo/{}", self.file.as_raw_fd()))
+    }
+
     /// Queries the driver name and version.
     pub fn version(&self) -> io::Result<DriverVersion> {
         let mut name = [0u8; 64];

@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 
-use crate::sysinfo::Counters;
+use crate::sysinfo::{Counters, Psi};
 
 /// Prefix of the report line on stdout.
 pub const RESULT_PREFIX: &str = "VUGPU-RESULT ";
@@ -24,24 +24,80 @@ pub struct PhasesMs {
     pub teardown: u64,
 }
 
+/// Memory stall over one measured phase, from `/proc/pressure/memory`.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct PsiPhase {
+    /// `some avg10` at the end of the phase, percent.
+    pub some_avg10: f64,
+    /// `full avg10` at the end of the phase, percent.
+    pub full_avg10: f64,
+    /// `some total` delta over the phase: microseconds in which at least
+    /// one task was stalled on memory.
+    pub some_stall_us: u64,
+    /// `full total` delta over the phase: microseconds in which every
+    /// non-idle task was stalled on memory. The workload is the only busy
+    /// task in the guest, so this is the allocating process's stall.
+    pub full_stall_us: u64,
+}
+
+impl PsiPhase {
+    /// The stall between two readings (a counter that went backwards
+    /// counts as 0) with the averages of the later one.
+    pub fn between(start: &Psi, end: &Psi) -> Self {
+        Self {
+            some_avg10: end.some_avg10,
+            full_avg10: end.full_avg10,
+            some_stall_us: end.some_total_us.saturating_sub(start.some_total_us),
+            full_stall_us: end.full_total_us.saturating_sub(start.full_total_us),
+        }
+    }
+}
+
+/// Where the wall time of a measured phase went, in seconds, as far as
+/// the workload can time it (the rest is loop overhead).
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct Steps {
+    /// RESOURCE_CREATE ioctls (BO write phase only).
+    pub create: f64,
+    /// VIRTGPU_MAP + mmap of each object.
+    pub map: f64,
+    /// Writing (fill) or checking (verify) the pattern: the page faults
+    /// that allocate, swap in and make reclaim run happen here.
+    pub cpu: f64,
+    /// munmap of each object.
+    pub unmap: f64,
+    /// TRANSFER_TO_HOST ioctls, which attach (or re-attach) the backing.
+    pub transfer: f64,
+    /// VIRTGPU_WAIT for the transfers' fences.
+    pub wait: f64,
+}
+
 /// Swap traffic of one kind of memory (`--swap-ratio`): pages that really
 /// moved (`/proc/vmstat` deltas) over the phase's wall time.
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
 pub struct SwapPhases {
-    /// `pswpout` delta of the dirty (anonymous) or create + fill (BO) phase.
+    /// `pswpout` delta of the write phase (allocate + dirty).
     pub written_pages: u64,
     /// Wall time of that phase, in seconds.
     pub write_secs: f64,
-    /// `pswpin` delta of the re-read (anonymous) or read-back + transfer
-    /// (BO) phase.
+    /// `pswpin` delta of the read phase (read back; BOs also go back to
+    /// the device).
     pub read_pages: u64,
     /// Wall time of that phase, in seconds.
     pub read_secs: f64,
-    /// `/proc/pressure/memory` `full avg10` at the end of the write phase,
-    /// `null` without PSI.
-    pub write_psi_full_avg10: Option<f64>,
-    /// The same at the end of the read phase.
-    pub read_psi_full_avg10: Option<f64>,
+    /// Memory stall over the write phase, `null` without PSI.
+    pub write_psi: Option<PsiPhase>,
+    /// Memory stall over the read phase, `null` without PSI.
+    pub read_psi: Option<PsiPhase>,
+    /// Where the write phase's time went.
+    pub write_steps: Steps,
+    /// Where the read phase's time went.
+    pub read_steps: Steps,
+    /// Deltas of the shrinker's debugfs counters over the write phase
+    /// (`evicted_objects`, `reclaim_skipped`, ...), `null` without the file.
+    pub write_shrinker: Option<Counters>,
+    /// The same over the read phase.
+    pub read_shrinker: Option<Counters>,
 }
 
 impl SwapPhases {
@@ -60,6 +116,61 @@ fn rate(pages: u64, secs: f64) -> Option<f64> {
     (pages > 0 && secs > 0.0).then(|| pages as f64 / secs)
 }
 
+/// The mean of the values that are present, `None` if one is missing:
+/// `first` always counts, `second` only when given.
+fn mean(first: Option<f64>, second: Option<Option<f64>>) -> Option<f64> {
+    match second {
+        None => first,
+        Some(second) => Some((first? + second?) / 2.0),
+    }
+}
+
+/// `b / a`, `None` when either is missing or `a` is not positive.
+fn ratio(b: Option<f64>, a: Option<f64>) -> Option<f64> {
+    let (b, a) = (b?, a?);
+    (a > 0.0).then(|| b / a)
+}
+
+/// PSI `full` stall microseconds of a phase, `None` without PSI.
+fn full_stall(psi: Option<&PsiPhase>) -> Option<f64> {
+    psi.map(|p| p.full_stall_us as f64)
+}
+
+/// How much of the objects' evictable memory memory pressure really
+/// reclaimed (`--swap-ratio`, after the read phase).
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct ReclaimCheck {
+    /// The last objects transferred again (swapped in and attached) before
+    /// the check, up to 40% of RAM: the read phase leaves most evicted.
+    pub brought_back_objects: u64,
+    /// Resident bytes of the run's objects before the pressure (fdinfo
+    /// `drm-resident-memory` of the workload's DRM file). All of them are
+    /// evictable: 2D objects, idle, never pinned, exported or scanned out.
+    pub evictable_bytes: u64,
+    /// Bytes of the objects (fdinfo `drm-total-memory`).
+    pub total_bytes: u64,
+    /// Anonymous memory touched and held as pressure (MemTotal).
+    pub pressure_bytes: u64,
+    /// Time to touch it, seconds.
+    pub pressure_secs: f64,
+    /// Memory stall while touching it, `null` without PSI.
+    pub pressure_psi: Option<PsiPhase>,
+    /// Resident object bytes with the pressure still held.
+    pub resident_under_pressure_bytes: u64,
+    /// `evictable - resident under pressure` as a percentage of
+    /// `evictable` (`null` when nothing was evictable).
+    pub reclaimed_under_pressure_pct: Option<f64>,
+    /// Shrinker `evicted_bytes` delta over the pressure.
+    pub shrinker_evicted_bytes: u64,
+    /// Resident object bytes after forced scans of the shrinker's debugfs
+    /// `scan` file once the pressure was released (`null` if not done).
+    pub resident_after_forced_scan_bytes: Option<u64>,
+    /// Forced scans written.
+    pub forced_scans: u32,
+    /// Why the forced scan was not done or failed, if so.
+    pub forced_scan_error: Option<String>,
+}
+
 /// BO against anonymous swap throughput in one boot (`--swap-ratio`).
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
 pub struct SwapRatio {
@@ -67,29 +178,71 @@ pub struct SwapRatio {
     pub bytes: u64,
     /// Anonymous bytes of the untimed warm-up pass.
     pub warmup_bytes: u64,
-    /// Anonymous memory.
+    /// Whether the BO phases waited for every object's transfer
+    /// (`--swap-ratio-wait-each`) instead of once at the phase end.
+    pub wait_each: bool,
+    /// Anonymous memory, before the objects.
     pub anon: SwapPhases,
+    /// Anonymous memory again, after the objects were closed: with
+    /// [`Self::anon`] around the BO phases, a change of the machine's speed
+    /// during the run shows and averages out.
+    pub anon_after: Option<SwapPhases>,
     /// Buffer objects.
     pub bo: SwapPhases,
-    /// BO pages/s written over anonymous pages/s written (`null` when
-    /// either moved nothing).
+    /// BO pages/s written over the mean of the anonymous passes' pages/s
+    /// written (`null` when a phase moved nothing).
     pub written_ratio: Option<f64>,
     /// The same for pages read.
     pub read_ratio: Option<f64>,
+    /// Second anonymous pass's pages/s written over the first's: how much
+    /// the machine drifted during the run (1.0 = not at all).
+    pub anon_after_written_ratio: Option<f64>,
+    /// The same for pages read.
+    pub anon_after_read_ratio: Option<f64>,
+    /// BO write-phase stall over the mean anonymous write-phase stall (PSI
+    /// `full` microseconds); target <= 1.
+    pub write_stall_ratio: Option<f64>,
+    /// The same for the read phases.
+    pub read_stall_ratio: Option<f64>,
+    /// Reclaimable share of the evictable object bytes.
+    pub reclaim: Option<ReclaimCheck>,
 }
 
 impl SwapRatio {
-    /// Builds the report object and its two ratios.
+    /// Builds the report object and its ratios (against `anon` alone).
     pub fn new(bytes: u64, warmup_bytes: u64, anon: SwapPhases, bo: SwapPhases) -> Self {
-        let ratio = |b: Option<f64>, a: Option<f64>| Some(b? / a?);
-        Self {
+        let mut r = Self {
             bytes,
             warmup_bytes,
-            written_ratio: ratio(bo.write_rate(), anon.write_rate()),
-            read_ratio: ratio(bo.read_rate(), anon.read_rate()),
             anon,
             bo,
-        }
+            ..Default::default()
+        };
+        r.compute();
+        r
+    }
+
+    /// Adds the second anonymous pass and computes the ratios again,
+    /// against the mean of both passes.
+    pub fn set_anon_after(&mut self, after: SwapPhases) {
+        self.anon_after = Some(after);
+        self.compute();
+    }
+
+    fn compute(&mut self) {
+        let (a, b, after) = (&self.anon, &self.bo, self.anon_after.as_ref());
+        let anon_write = mean(a.write_rate(), after.map(SwapPhases::write_rate));
+        let anon_read = mean(a.read_rate(), after.map(SwapPhases::read_rate));
+        self.written_ratio = ratio(b.write_rate(), anon_write);
+        self.read_ratio = ratio(b.read_rate(), anon_read);
+        self.anon_after_written_ratio = after.and_then(|x| ratio(x.write_rate(), a.write_rate()));
+        self.anon_after_read_ratio = after.and_then(|x| ratio(x.read_rate(), a.read_rate()));
+        let stall = |f: fn(&SwapPhases) -> Option<&PsiPhase>| {
+            let anon = mean(full_stall(f(a)), after.map(|x| full_stall(f(x))));
+            ratio(full_stall(f(b)), anon)
+        };
+        self.write_stall_ratio = stall(|p| p.write_psi.as_ref());
+        self.read_stall_ratio = stall(|p| p.read_psi.as_ref());
     }
 }
 
@@ -306,6 +459,76 @@ mod tests {
 
         assert_eq!(r.written_ratio, Some(1.5));
         assert_eq!(r.read_ratio, None);
+        assert_eq!(r.write_stall_ratio, None);
+    }
+
+    #[test]
+    fn test_swap_ratio_stall_ratio_divides_full_stall_times() {
+        let psi = |full| PsiPhase {
+            full_stall_us: full,
+            ..Default::default()
+        };
+        let anon = SwapPhases {
+            write_psi: Some(psi(400)),
+            read_psi: Some(psi(0)),
+            ..Default::default()
+        };
+        let bo = SwapPhases {
+            write_psi: Some(psi(300)),
+            read_psi: Some(psi(10)),
+            ..Default::default()
+        };
+
+        let r = SwapRatio::new(1, 0, anon, bo);
+
+        assert_eq!(r.write_stall_ratio, Some(0.75));
+        assert_eq!(r.read_stall_ratio, None);
+    }
+
+    #[test]
+    fn test_swap_ratio_second_anonymous_pass_averages_the_rates() {
+        let phases = |written: u64, stall: u64| SwapPhases {
+            written_pages: written,
+            write_secs: 1.0,
+            read_pages: 100,
+            read_secs: 1.0,
+            write_psi: Some(PsiPhase {
+                full_stall_us: stall,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let mut r = SwapRatio::new(1, 0, phases(1000, 100), phases(1500, 150));
+        assert_eq!(r.written_ratio, Some(1.5));
+
+        r.set_anon_after(phases(2000, 200));
+
+        assert_eq!(r.written_ratio, Some(1.0));
+        assert_eq!(r.anon_after_written_ratio, Some(2.0));
+        assert_eq!(r.read_ratio, Some(1.0));
+        assert_eq!(r.write_stall_ratio, Some(1.0));
+    }
+
+    #[test]
+    fn test_psi_phase_between_takes_deltas_and_end_averages() {
+        let a = Psi {
+            some_avg10: 1.0,
+            full_avg10: 0.5,
+            some_total_us: 100,
+            full_total_us: 50,
+        };
+        let b = Psi {
+            some_avg10: 9.0,
+            full_avg10: 4.0,
+            some_total_us: 350,
+            full_total_us: 40,
+        };
+
+        let p = PsiPhase::between(&a, &b);
+
+        assert_eq!(p.some_stall_us, 250);
+        assert_eq!(p.full_stall_us, 0);
+        assert_eq!(p.full_avg10, 4.0);
     }
 
     #[test]

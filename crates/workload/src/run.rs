@@ -1,6 +1,7 @@
 //! The workload itself: create, fill, pressure, reuse and verify.
 
 use std::io;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::args::{Config, Kind, ROW_BYTES};
@@ -9,8 +10,11 @@ use crate::error::{chain_to_string, WorkloadError};
 use crate::kmsg::{KernelLog, KmsgWatch};
 use crate::pattern;
 use crate::progress;
-use crate::report::{DeviceParams, DeviceRead, KernelLogReport, Report, SwapPhases, SwapRatio};
-use crate::sysinfo::{self, Counters};
+use crate::report::{
+    DeviceParams, DeviceRead, KernelLogReport, PsiPhase, ReclaimCheck, Report, Steps, SwapPhases,
+    SwapRatio,
+};
+use crate::sysinfo::{self, Counters, Psi};
 
 /// One buffer object the run created. Kept small: the run may hold thousands.
 #[derive(Debug, Clone, Copy)]
@@ -65,18 +69,50 @@ const ANON_CHUNK_BYTES: usize = 4 << 20;
 /// First pattern object index of the anonymous chunks.
 const ANON_OBJECT_BASE: u64 = 1 << 32;
 
-/// Start of a measured `--swap-ratio` phase: its clock and `/proc/vmstat`.
+/// Where the shrinker debugfs directories are (`CONFIG_SHRINKER_DEBUG`).
+const SHRINKER_DEBUGFS: &str = "/sys/kernel/debug/shrinker";
+/// Name prefix of the virtio-gpu shrinker (`drm-virtio-gpu:<device>-<id>`).
+const SHRINKER_PREFIX: &str = "drm-virtio-gpu";
+/// The reclaim check brings back objects of up to this share of MemTotal.
+const RECLAIM_CHECK_RAM_SHARE: f64 = 0.4;
+/// At most this many forced scans in the reclaim check.
+const FORCED_SCANS_MAX: u32 = 40;
+/// Stop the forced scans after this many in a row freed nothing.
+const FORCED_SCANS_IDLE: u32 = 5;
+/// Pause after each forced scan: an eviction is a DETACH the device
+/// answers, and a later scan releases the pages.
+const FORCED_SCAN_PAUSE: Duration = Duration::from_millis(20);
+
+/// Start of a measured `--swap-ratio` phase: its clock, `/proc/vmstat`
+/// and `/proc/pressure/memory`.
 struct SwapMark {
     at: Instant,
     vmstat: Counters,
+    psi: Option<Psi>,
+    shrinker: Option<Counters>,
 }
 
 impl SwapMark {
-    fn now() -> Self {
+    fn now(shrinker_file: &Path) -> Self {
         Self {
-            at: Instant::now(),
+            shrinker: sysinfo::read_shrinker(shrinker_file),
+            psi: sysinfo::read_memory_psi(),
             vmstat: sysinfo::read_vmstat(),
+            at: Instant::now(),
         }
+    }
+
+    /// The shrinker counters' deltas since the mark, `None` without the
+    /// file.
+    fn shrinker(&self, shrinker_file: &Path) -> Option<Counters> {
+        let end = sysinfo::read_shrinker(shrinker_file)?;
+        Some(sysinfo::delta(self.shrinker.as_ref()?, &end))
+    }
+
+    /// The memory stall since the mark, `None` without PSI.
+    fn psi(&self) -> Option<PsiPhase> {
+        let end = sysinfo::read_memory_psi()?;
+        Some(PsiPhase::between(self.psi.as_ref()?, &end))
     }
 
     /// `(pages, seconds)` since the mark, counting `key` (`pswpout` or
@@ -85,6 +121,30 @@ impl SwapMark {
         let secs = self.at.elapsed().as_secs_f64();
         let d = sysinfo::delta(&self.vmstat, &sysinfo::read_vmstat());
         (d.get(key).copied().unwrap_or(0), secs)
+    }
+}
+
+/// Per-step time accumulated over a phase (see [`Steps`]).
+#[derive(Debug, Clone, Copy, Default)]
+struct StepClock {
+    create: Duration,
+    map: Duration,
+    cpu: Duration,
+    unmap: Duration,
+    transfer: Duration,
+    wait: Duration,
+}
+
+impl StepClock {
+    fn secs(&self) -> Steps {
+        Steps {
+            create: self.create.as_secs_f64(),
+            map: self.map.as_secs_f64(),
+            cpu: self.cpu.as_secs_f64(),
+            unmap: self.unmap.as_secs_f64(),
+            transfer: self.transfer.as_secs_f64(),
+            wait: self.wait.as_secs_f64(),
+        }
     }
 }
 
@@ -219,6 +279,13 @@ struct Workload<'a> {
     kms: Option<Kms>,
     /// Per object, what the device was made to read (`--device-digests`).
     reads: Vec<Option<DeviceRead>>,
+    /// WAIT after every device use (always, except in `--swap-ratio`
+    /// without `--swap-ratio-wait-each`).
+    wait_each: bool,
+    /// The last object sent to the device and not waited for.
+    unwaited: Option<(u64, u32)>,
+    /// Time per step of the current phase.
+    steps: StepClock,
 }
 
 impl<'a> Workload<'a> {
@@ -305,6 +372,9 @@ impl<'a> Workload<'a> {
             objects: Vec::with_capacity(capacity),
             kms,
             reads: Vec::new(),
+            wait_each: !cfg.swap_ratio || cfg.swap_ratio_wait_each,
+            unwaited: None,
+            steps: StepClock::default(),
         })
     }
 
@@ -345,33 +415,211 @@ impl<'a> Workload<'a> {
             source,
         })?;
         eprintln!("vugpu-workload: swap-ratio anonymous {} MiB", bytes >> 20);
-        let anon = anon_swap_phases(bytes, self.cfg.seed)?;
+        let anon = anon_swap_phases(bytes, self.cfg.seed, &self.cfg.shrinker_file)?;
 
+        // BO write phase: allocate (create) + dirty (map, fill, unmap),
+        // plus what only an object needs, handing it to the device
+        // (TRANSFER, which attaches the backing). One WAIT at the end.
         progress::set_phase("fill");
-        let mark = SwapMark::now();
+        self.steps = StepClock::default();
+        let mark = SwapMark::now(&self.cfg.shrinker_file);
         self.create_and_fill()?;
+        self.wait_last()?;
         let (written_pages, write_secs) = mark.since("pswpout");
-        let write_psi_full_avg10 = sysinfo::read_memory_psi_full_avg10();
+        let write_psi = mark.psi();
+        let write_shrinker = mark.shrinker(&self.cfg.shrinker_file);
+        let write_steps = std::mem::take(&mut self.steps).secs();
+        // BO read phase: map, check (swap-in faults), unmap, TRANSFER
+        // (re-attach), one WAIT at the end.
         progress::set_phase("reuse");
-        let mark = SwapMark::now();
+        let mark = SwapMark::now(&self.cfg.shrinker_file);
         self.reuse_and_verify()?;
+        self.wait_last()?;
         let (read_pages, read_secs) = mark.since("pswpin");
+        let read_psi = mark.psi();
+        let read_shrinker = mark.shrinker(&self.cfg.shrinker_file);
+        let read_steps = std::mem::take(&mut self.steps).secs();
         let bo = SwapPhases {
             written_pages,
             write_secs,
             read_pages,
             read_secs,
-            write_psi_full_avg10,
-            read_psi_full_avg10: sysinfo::read_memory_psi_full_avg10(),
+            write_psi,
+            read_psi,
+            write_steps,
+            read_steps,
+            write_shrinker,
+            read_shrinker,
         };
-        let r = SwapRatio::new(bytes, warmup, anon, bo);
+        let mut r = SwapRatio::new(bytes, warmup, anon, bo);
+        r.wait_each = self.wait_each;
         eprintln!(
-            "vugpu-workload: swap-ratio BO/anonymous pages/s written {:?}, read {:?}",
-            r.written_ratio, r.read_ratio
+            "vugpu-workload: swap-ratio BO/anonymous pages/s written {:?}, read {:?}; full stall written {:?}, read {:?}",
+            r.written_ratio, r.read_ratio, r.write_stall_ratio, r.read_stall_ratio
         );
         self.report.swap_ratio = Some(r);
+        progress::set_phase("pressure");
+        let check = self.reclaim_check()?;
+        eprintln!(
+            "vugpu-workload: reclaim check: {} of {} KiB evictable reclaimed under pressure ({:?} %), {:?} KiB resident after {} forced scans",
+            check
+                .evictable_bytes
+                .saturating_sub(check.resident_under_pressure_bytes)
+                >> 10,
+            check.evictable_bytes >> 10,
+            check.reclaimed_under_pressure_pct,
+            check.resident_after_forced_scan_bytes.map(|b| b >> 10),
+            check.forced_scans
+        );
+        if let Some(r) = self.report.swap_ratio.as_mut() {
+            r.reclaim = Some(check);
+        }
         progress::set_phase("teardown");
-        self.teardown()
+        self.teardown()?;
+        // The anonymous phases again, with the objects gone: the two passes
+        // bracket the BO phases in time.
+        eprintln!(
+            "vugpu-workload: swap-ratio anonymous again {} MiB",
+            bytes >> 20
+        );
+        progress::set_phase("pressure");
+        let after = anon_swap_phases(bytes, self.cfg.seed, &self.cfg.shrinker_file)?;
+        if let Some(r) = self.report.swap_ratio.as_mut() {
+            r.set_anon_after(after);
+            eprintln!(
+                "vugpu-workload: swap-ratio against both anonymous passes: written {:?}, read {:?}; second/first anonymous pass written {:?}, read {:?}",
+                r.written_ratio, r.read_ratio, r.anon_after_written_ratio, r.anon_after_read_ratio
+            );
+        }
+        Ok(())
+    }
+
+    /// WAITs for the last object sent to the device without a WAIT (the
+    /// control queue completes in order, so the earlier ones are done too).
+    fn wait_last(&mut self) -> Result<(), WorkloadError> {
+        let Some((index, handle)) = self.unwaited.take() else {
+            return Ok(());
+        };
+        let t = Instant::now();
+        let r = self.card.wait(handle);
+        self.steps.wait += t.elapsed();
+        r.map_err(|source| WorkloadError::ObjectIoctl {
+            op: "DRM_IOCTL_VIRTGPU_WAIT",
+            object: index,
+            source,
+        })
+    }
+
+    /// Resident bytes of this client's objects and their total size, from
+    /// the card's fdinfo.
+    fn client_memory(&self) -> Result<(u64, u64), WorkloadError> {
+        let err = |msg: &str| WorkloadError::DeviceIoctl {
+            op: "read the DRM fdinfo",
+            source: io::Error::new(io::ErrorKind::InvalidData, msg.to_owned()),
+        };
+        let text = self
+            .card
+            .fdinfo()
+            .map_err(|source| WorkloadError::DeviceIoctl {
+                op: "read the DRM fdinfo",
+                source,
+            })?;
+        let total = sysinfo::parse_fdinfo_bytes(&text, "drm-total-memory")
+            .ok_or_else(|| err("no drm-total-memory"))?;
+        // drm_show_memory_stats() prints the resident line only when some
+        // object reports itself resident: no line means none is.
+        let resident = sysinfo::parse_fdinfo_bytes(&text, "drm-resident-memory").unwrap_or(0);
+        Ok((resident, total))
+    }
+
+    /// `--swap-ratio`, after the read phase: how much of the objects'
+    /// evictable memory pressure really reclaims. Evictable = the resident
+    /// bytes of the run's objects (all idle, unpinned 2D objects), after
+    /// the last objects of up to 40% of RAM were used again. The
+    /// pressure is MemTotal of anonymous memory, touched and held while the
+    /// objects' resident bytes are read again; then, with the pressure
+    /// released, the shrinker's debugfs `scan` is written until it frees
+    /// nothing more, to tell what pressure left from what cannot go.
+    fn reclaim_check(&mut self) -> Result<ReclaimCheck, WorkloadError> {
+        // The read phase ends with most objects evicted again; bring the
+        // last ones back (a TRANSFER swaps them in and attaches them) up
+        // to RECLAIM_CHECK_RAM_SHARE of RAM, and let them go idle.
+        let fit = (self.report.ram_bytes as f64 * RECLAIM_CHECK_RAM_SHARE) as u64 / self.geo.bytes;
+        let total_objects = u64::try_from(self.objects.len()).unwrap_or(u64::MAX);
+        let first = total_objects.saturating_sub(fit);
+        for (index, slot) in (first..total_objects).zip(usize::try_from(first).unwrap_or(0)..) {
+            let Some(obj) = self.objects.get(slot).copied() else {
+                break;
+            };
+            if obj.purged || obj.dontneed {
+                continue;
+            }
+            self.send_to_device(index, obj.handle)?;
+        }
+        self.wait_last()?;
+        let (evictable, total) = self.client_memory()?;
+        let mut c = ReclaimCheck {
+            brought_back_objects: total_objects - first,
+            evictable_bytes: evictable,
+            total_bytes: total,
+            pressure_bytes: self.report.ram_bytes & !4095,
+            ..Default::default()
+        };
+        let before = sysinfo::read_shrinker(&self.cfg.shrinker_file);
+        let bytes = c.pressure_bytes;
+        let mark = SwapMark::now(&self.cfg.shrinker_file);
+        let mut map =
+            AnonMap::new(bytes).map_err(|source| WorkloadError::Pressure { bytes, source })?;
+        for page in map.words_mut().chunks_mut(512) {
+            if let Some(w) = page.first_mut() {
+                // SAFETY: `w` is a valid, exclusive reference into the mapping.
+                unsafe { std::ptr::write_volatile(w, 1) };
+            }
+        }
+        c.pressure_secs = mark.at.elapsed().as_secs_f64();
+        c.pressure_psi = mark.psi();
+        let under = self.client_memory();
+        drop(map);
+        let (resident, _) = under?;
+        c.resident_under_pressure_bytes = resident;
+        c.reclaimed_under_pressure_pct = (evictable > 0)
+            .then(|| evictable.saturating_sub(resident) as f64 * 100.0 / evictable as f64);
+        let after = sysinfo::read_shrinker(&self.cfg.shrinker_file);
+        let evicted = |c: &Option<Counters>| {
+            c.as_ref()
+                .and_then(|c| c.get("evicted_bytes").copied())
+                .unwrap_or(0)
+        };
+        c.shrinker_evicted_bytes = evicted(&after).saturating_sub(evicted(&before));
+        self.forced_scan(&mut c, resident)?;
+        Ok(c)
+    }
+
+    /// Writes the shrinker's debugfs `scan` file (`<memcg> <node>
+    /// <nr_to_scan>`, pages) until the objects' resident bytes stop falling.
+    fn forced_scan(&mut self, c: &mut ReclaimCheck, resident: u64) -> Result<(), WorkloadError> {
+        let Some(dir) = sysinfo::find_shrinker_dir(Path::new(SHRINKER_DEBUGFS), SHRINKER_PREFIX)
+        else {
+            c.forced_scan_error = Some(format!("no {SHRINKER_PREFIX}* under {SHRINKER_DEBUGFS}"));
+            return Ok(());
+        };
+        let scan = dir.join("scan");
+        let mut last = resident;
+        let mut idle = 0;
+        while last > 0 && c.forced_scans < FORCED_SCANS_MAX && idle < FORCED_SCANS_IDLE {
+            let pages = last / 4096 + 1;
+            if let Err(e) = std::fs::write(&scan, format!("0 0 {pages}")) {
+                c.forced_scan_error = Some(format!("writing {}: {e}", scan.display()));
+                break;
+            }
+            c.forced_scans += 1;
+            std::thread::sleep(FORCED_SCAN_PAUSE);
+            let (now, _) = self.client_memory()?;
+            idle = if now < last { 0 } else { idle + 1 };
+            last = now;
+        }
+        c.resident_after_forced_scan_bytes = Some(last);
+        Ok(())
     }
 
     /// Phase 4: close every object, then wait for a fenced command queued
@@ -432,6 +680,7 @@ impl<'a> Workload<'a> {
                 Kind::Blob => self.card.resource_create_guest_blob(self.geo.bytes),
             };
             create += t.elapsed();
+            self.steps.create += t.elapsed();
             self.report.phases_ms.create = ms(create);
             let (handle, _res) = created.map_err(|source| WorkloadError::ObjectIoctl {
                 op: match self.cfg.kind {
@@ -467,6 +716,7 @@ impl<'a> Workload<'a> {
             object: index,
             source,
         };
+        let t = Instant::now();
         let offset = self
             .card
             .map_offset(handle)
@@ -475,8 +725,11 @@ impl<'a> Workload<'a> {
             .card
             .mmap(offset, self.geo.len)
             .map_err(|e| err("mmap", e))?;
+        self.steps.map += t.elapsed();
+        let t = Instant::now();
         let words = map.words_mut();
         pattern::fill(words, self.cfg.seed, index);
+        self.steps.cpu += t.elapsed();
         if self.cfg.inject_corruption == Some(index) {
             // Negative control: one wrong byte in the middle of the object
             // that the reuse phase must find.
@@ -487,7 +740,9 @@ impl<'a> Workload<'a> {
             eprintln!("vugpu-workload: injected a corrupt byte into object {index}");
         }
         self.send_to_device(index, handle)?;
+        let t = Instant::now();
         drop(map);
+        self.steps.unmap += t.elapsed();
         if dontneed {
             self.card
                 .madvise(handle, drm::VIRTGPU_MADV_DONTNEED)
@@ -511,9 +766,12 @@ impl<'a> Workload<'a> {
         };
         match self.kms {
             None if self.cfg.kind == Kind::TwoD => {
-                self.card
-                    .transfer_to_host_2d(handle, self.geo.width, self.geo.height)
-                    .map_err(|e| err("DRM_IOCTL_VIRTGPU_TRANSFER_TO_HOST", e))?;
+                let t = Instant::now();
+                let r = self
+                    .card
+                    .transfer_to_host_2d(handle, self.geo.width, self.geo.height);
+                self.steps.transfer += t.elapsed();
+                r.map_err(|e| err("DRM_IOCTL_VIRTGPU_TRANSFER_TO_HOST", e))?;
                 self.report.transfers += 1;
             }
             None => {}
@@ -545,25 +803,47 @@ impl<'a> Workload<'a> {
                 self.report.scanouts += 1;
             }
         }
-        self.card
-            .wait(handle)
-            .map_err(|e| err("DRM_IOCTL_VIRTGPU_WAIT", e))?;
+        if self.wait_each {
+            let t = Instant::now();
+            let r = self.card.wait(handle);
+            self.steps.wait += t.elapsed();
+            r.map_err(|e| err("DRM_IOCTL_VIRTGPU_WAIT", e))?;
+        } else {
+            self.unwaited = Some((index, handle));
+        }
         if self.cfg.device_digests {
             self.record_read(index, handle)?;
         }
         Ok(())
     }
 
-    /// Puts the recorded device reads into the report (`--device-digests`).
+    /// Puts the recorded device reads into the report (`--device-digests`),
+    /// with the digest of each object's pattern over its rectangle. The
+    /// digests are computed here, after the run, so that no measured phase
+    /// times them (a pass over 4 MiB per object that anonymous memory does
+    /// not have).
     fn report_reads(&mut self) {
         if self.cfg.device_digests {
-            self.report.device_reads = Some(self.reads.iter().flatten().cloned().collect());
+            let mut reads: Vec<DeviceRead> = self.reads.iter().flatten().cloned().collect();
+            for r in &mut reads {
+                let rect = pattern::Rect {
+                    x: r.x,
+                    y: r.y,
+                    w: r.w,
+                    h: r.h,
+                    stride: r.w * drm::BYTES_PER_PIXEL,
+                };
+                let digest = pattern::rect_digest(self.cfg.seed, r.object, rect);
+                r.fnv1a64 = format!("{digest:016x}");
+            }
+            self.report.device_reads = Some(reads);
         }
     }
 
     /// Counts one device read of object `index`; the first one also looks
-    /// up its resource id and computes the digest of the pattern over the
-    /// whole object (the rectangle every use makes the device read).
+    /// up its resource id and records the rectangle every use makes the
+    /// device read (the whole object); the digest is left to
+    /// [`Self::report_reads`].
     fn record_read(&mut self, index: u64, handle: u32) -> Result<(), WorkloadError> {
         let slot = usize::try_from(index)
             .map_err(|_| WorkloadError::Config(format!("object index {index} too large")))?;
@@ -582,22 +862,14 @@ impl<'a> Workload<'a> {
                     object: index,
                     source,
                 })?;
-        let rect = pattern::Rect {
+        self.reads[slot] = Some(DeviceRead {
+            object: index,
+            resource_id,
             x: 0,
             y: 0,
             w: self.geo.width,
             h: self.geo.height,
-            stride: self.geo.width * drm::BYTES_PER_PIXEL,
-        };
-        let digest = pattern::rect_digest(self.cfg.seed, index, rect);
-        self.reads[slot] = Some(DeviceRead {
-            object: index,
-            resource_id,
-            x: rect.x,
-            y: rect.y,
-            w: rect.w,
-            h: rect.h,
-            fnv1a64: format!("{digest:016x}"),
+            fnv1a64: String::new(),
             reads: 1,
         });
         Ok(())
@@ -663,6 +935,7 @@ impl<'a> Workload<'a> {
             }
             self.report.madvise.retained += 1;
         }
+        let t = Instant::now();
         let offset = self
             .card
             .map_offset(obj.handle)
@@ -671,8 +944,13 @@ impl<'a> Workload<'a> {
             .card
             .mmap(offset, self.geo.len)
             .map_err(|e| err("mmap", e))?;
+        self.steps.map += t.elapsed();
+        let t = Instant::now();
         let v = pattern::verify(map.words_mut(), self.cfg.seed, index);
+        self.steps.cpu += t.elapsed();
+        let t = Instant::now();
         drop(map);
+        self.steps.unmap += t.elapsed();
         self.report.verified_bytes += v.checked_bytes;
         if v.mismatched_bytes > 0 {
             self.report.mismatched_objects += 1;
@@ -737,19 +1015,24 @@ impl Drop for AnonMap {
 /// The anonymous phases of `--swap-ratio`: `bytes` of anonymous memory
 /// filled with the pattern (4 MiB chunks, like objects), then every chunk
 /// read back and checked; pswpout over the fill and pswpin over the re-read.
-fn anon_swap_phases(bytes: u64, seed: u64) -> Result<SwapPhases, WorkloadError> {
+fn anon_swap_phases(
+    bytes: u64,
+    seed: u64,
+    shrinker_file: &Path,
+) -> Result<SwapPhases, WorkloadError> {
     let mut map =
         AnonMap::new(bytes).map_err(|source| WorkloadError::Pressure { bytes, source })?;
     let words = map.words_mut();
     let chunk_words = ANON_CHUNK_BYTES / 8;
-    let mark = SwapMark::now();
+    let mark = SwapMark::now(shrinker_file);
     for (i, chunk) in (0u64..).zip(words.chunks_mut(chunk_words)) {
         pattern::fill(chunk, seed, ANON_OBJECT_BASE + i);
     }
     let (written_pages, write_secs) = mark.since("pswpout");
-    let write_psi_full_avg10 = sysinfo::read_memory_psi_full_avg10();
+    let write_psi = mark.psi();
+    let write_shrinker = mark.shrinker(shrinker_file);
     progress::set_phase("reuse");
-    let mark = SwapMark::now();
+    let mark = SwapMark::now(shrinker_file);
     let (mut bad_chunks, mut bad_bytes) = (0u64, 0u64);
     for (i, chunk) in (0u64..).zip(words.chunks(chunk_words)) {
         let v = pattern::verify(chunk, seed, ANON_OBJECT_BASE + i);
@@ -759,13 +1042,24 @@ fn anon_swap_phases(bytes: u64, seed: u64) -> Result<SwapPhases, WorkloadError> 
         }
     }
     let (read_pages, read_secs) = mark.since("pswpin");
+    // All of either phase is the pattern loop.
     let phases = SwapPhases {
         written_pages,
         write_secs,
         read_pages,
         read_secs,
-        write_psi_full_avg10,
-        read_psi_full_avg10: sysinfo::read_memory_psi_full_avg10(),
+        write_psi,
+        read_psi: mark.psi(),
+        write_steps: Steps {
+            cpu: write_secs,
+            ..Default::default()
+        },
+        read_steps: Steps {
+            cpu: read_secs,
+            ..Default::default()
+        },
+        write_shrinker,
+        read_shrinker: mark.shrinker(shrinker_file),
     };
     drop(map);
     if bad_bytes > 0 {
@@ -832,6 +1126,7 @@ mod tests {
             use_madvise: false,
             device_digests: false,
             swap_ratio: false,
+            swap_ratio_wait_each: false,
             scenario: "unit".into(),
             smoke: false,
             card: PathBuf::from(card),
@@ -886,7 +1181,11 @@ mod tests {
 
     #[test]
     fn test_anon_swap_phases_small_region_reads_back_intact() {
-        let r = anon_swap_phases(3 * ANON_CHUNK_BYTES as u64 / 2, 7);
+        let r = anon_swap_phases(
+            3 * ANON_CHUNK_BYTES as u64 / 2,
+            7,
+            Path::new("/nonexistent/shrinker"),
+        );
 
         let p = r.unwrap();
         assert!(p.write_secs >= 0.0 && p.read_secs >= 0.0);

@@ -93,22 +93,85 @@ pub fn read_vmstat() -> Counters {
         .collect()
 }
 
-/// The `full avg10` value of a PSI file (`/proc/pressure/memory`):
-/// the share of the last 10 s, in percent, in which every non-idle task
-/// was stalled on memory.
-pub fn parse_psi_full_avg10(text: &str) -> Option<f64> {
-    let line = text.lines().find(|l| l.starts_with("full "))?;
-    line.split_whitespace()
-        .find_map(|w| w.strip_prefix("avg10="))?
-        .parse()
-        .ok()
+/// One reading of a PSI file (`/proc/pressure/memory`).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Psi {
+    /// `some avg10`: share of the last 10 s, in percent, in which at least
+    /// one task was stalled on memory.
+    pub some_avg10: f64,
+    /// `full avg10`: the same for every non-idle task at once.
+    pub full_avg10: f64,
+    /// `some total`: microseconds with at least one task stalled, since boot.
+    pub some_total_us: u64,
+    /// `full total`: microseconds with every non-idle task stalled.
+    pub full_total_us: u64,
 }
 
-/// `full avg10` of `/proc/pressure/memory`, `None` without PSI.
-pub fn read_memory_psi_full_avg10() -> Option<f64> {
+/// Parses the `some` and `full` lines of a PSI file; `None` unless both
+/// carry `avg10=` and `total=`.
+pub fn parse_psi(text: &str) -> Option<Psi> {
+    let fields = |prefix: &str| -> Option<(f64, u64)> {
+        let line = text.lines().find(|l| l.starts_with(prefix))?;
+        let mut avg10 = None;
+        let mut total = None;
+        for w in line.split_whitespace() {
+            if let Some(v) = w.strip_prefix("avg10=") {
+                avg10 = v.parse().ok();
+            } else if let Some(v) = w.strip_prefix("total=") {
+                total = v.parse().ok();
+            }
+        }
+        Some((avg10?, total?))
+    };
+    let (some_avg10, some_total_us) = fields("some ")?;
+    let (full_avg10, full_total_us) = fields("full ")?;
+    Some(Psi {
+        some_avg10,
+        full_avg10,
+        some_total_us,
+        full_total_us,
+    })
+}
+
+/// `/proc/pressure/memory`, `None` without PSI (`CONFIG_PSI`).
+pub fn read_memory_psi() -> Option<Psi> {
     std::fs::read_to_string("/proc/pressure/memory")
         .ok()
-        .and_then(|t| parse_psi_full_avg10(&t))
+        .and_then(|t| parse_psi(&t))
+}
+
+/// The value of a DRM fdinfo size key (`drm-resident-memory:\t1024 KiB`)
+/// in bytes; units none, `KiB`, `MiB` or `GiB` (as `drm_fdinfo_print_size()`
+/// writes them).
+pub fn parse_fdinfo_bytes(text: &str, key: &str) -> Option<u64> {
+    let rest = text.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        (k.trim() == key).then_some(v)
+    })?;
+    let mut it = rest.split_whitespace();
+    let value: u64 = it.next()?.parse().ok()?;
+    let shift = match it.next() {
+        None => 0,
+        Some("KiB") => 10,
+        Some("MiB") => 20,
+        Some("GiB") => 30,
+        Some(_) => return None,
+    };
+    value.checked_mul(1 << shift)
+}
+
+/// The debugfs directory of the first shrinker whose name starts with
+/// `prefix` under `dir` (`/sys/kernel/debug/shrinker`, entries are
+/// `<name>-<id>`), `None` if there is none or `dir` is unreadable.
+pub fn find_shrinker_dir(dir: &Path, prefix: &str) -> Option<std::path::PathBuf> {
+    let mut found: Vec<_> = std::fs::read_dir(dir)
+        .ok()?
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(prefix))
+        .map(|e| e.path())
+        .collect();
+    found.sort();
+    found.into_iter().next()
 }
 
 /// Reads the shrinker counter file, or `None` if it does not exist or cannot
@@ -181,11 +244,49 @@ mod tests {
     }
 
     #[test]
-    fn test_parse_psi_full_avg10_reads_the_full_line() {
+    fn test_parse_psi_reads_some_and_full_lines() {
         let text = "some avg10=12.50 avg60=3.00 avg300=0.50 total=123\nfull avg10=7.25 avg60=1.00 avg300=0.20 total=99\n";
 
-        assert_eq!(parse_psi_full_avg10(text), Some(7.25));
-        assert_eq!(parse_psi_full_avg10("some avg10=1.00\n"), None);
+        let p = parse_psi(text).unwrap();
+
+        assert_eq!(p.some_avg10, 12.5);
+        assert_eq!(p.full_avg10, 7.25);
+        assert_eq!(p.some_total_us, 123);
+        assert_eq!(p.full_total_us, 99);
+    }
+
+    #[test]
+    fn test_parse_psi_without_full_line_is_none() {
+        assert_eq!(
+            parse_psi("some avg10=1.00 avg60=0 avg300=0 total=5\n"),
+            None
+        );
+        assert_eq!(parse_psi("some avg10=1.00\nfull avg10=2.00\n"), None);
+    }
+
+    #[test]
+    fn test_parse_fdinfo_bytes_units() {
+        let text = "pos:\t0\ndrm-driver:\tvirtio_gpu\ndrm-total-memory:\t360 MiB\ndrm-resident-memory:\t151552 KiB\ndrm-purgeable-memory:\t0\n";
+
+        assert_eq!(
+            parse_fdinfo_bytes(text, "drm-total-memory"),
+            Some(360 << 20)
+        );
+        assert_eq!(
+            parse_fdinfo_bytes(text, "drm-resident-memory"),
+            Some(151_552 << 10)
+        );
+        assert_eq!(parse_fdinfo_bytes(text, "drm-purgeable-memory"), Some(0));
+        assert_eq!(parse_fdinfo_bytes(text, "drm-active-memory"), None);
+        assert_eq!(
+            parse_fdinfo_bytes("drm-total-memory:\t3 PiB\n", "drm-total-memory"),
+            None
+        );
+    }
+
+    #[test]
+    fn test_find_shrinker_dir_missing_dir_is_none() {
+        assert!(find_shrinker_dir(Path::new("/nonexistent/shrinker"), "drm-virtio-gpu").is_none());
     }
 
     #[test]

@@ -143,8 +143,18 @@ fn helper(shared: &Shared) {
                 unsafe { (*job.shared).active.fetch_add(1, Ordering::Acquire) };
                 drop(slot);
                 // SAFETY: as above; chunks are claimed through the counter.
-                let n = unsafe { run_chunks(&job) };
-                shared.helper_chunks.fetch_add(n, Ordering::Relaxed);
+                // A panic (a bug) must not leave `active` raised: the owner
+                // would wait for it forever. It fails the job instead.
+                let copied = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| unsafe {
+                    run_chunks(&job)
+                }));
+                match copied {
+                    Ok(n) => {
+                        shared.helper_chunks.fetch_add(n, Ordering::Relaxed);
+                    }
+                    // SAFETY: still valid, as above.
+                    Err(_) => unsafe { (*job.shared).failed.store(true, Ordering::Relaxed) },
+                }
                 // SAFETY: still valid: the owner waits for this decrement.
                 unsafe { (*job.shared).active.fetch_sub(1, Ordering::Release) };
                 slot = shared.slot.lock().unwrap_or_else(PoisonError::into_inner);

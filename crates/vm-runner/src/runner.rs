@@ -1333,26 +1333,7 @@ mod tests {
 
     #[test]
     fn test_validate_baseline_without_unpatched_kernel_fails() {
-        let cfg = Config {
-            scenarios: vec![Scenario::by_name("baseline").expect("baseline exists")],
-            kernel: PathBuf::from("k"),
-            unpatched_kernel: None,
-            debug_kernel: None,
-            initrd: PathBuf::from("i"),
-            daemon: Some(PathBuf::from("d")),
-            reference_daemon: None,
-            run_dir: PathBuf::from("r"),
-            timeout: Duration::from_secs(1),
-            mem_mib: 256,
-            smp: 1,
-            accel: AccelChoice::Tcg,
-            probe_timeout: Duration::from_secs(1),
-            qemu: "qemu".to_owned(),
-            qemu_10_2: None,
-            content_check: true,
-            dry_run: true,
-            strict: false,
-        };
+        let cfg = config(vec![Scenario::by_name("baseline").expect("baseline exists")]);
 
         let err = cfg.validate();
 
